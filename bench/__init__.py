@@ -1,0 +1,1 @@
+"""Benchmarks for Quiver: seeded NDJSON corpora and parse-throughput comparisons with peers."""

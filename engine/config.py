@@ -1,0 +1,308 @@
+"""YAML -> typed, validated configuration.
+
+pydantic does the checking; this module owns the shape of a Quiver config and the wording
+of its errors: every problem names its YAML key path and what was allowed, e.g.
+``streams.events.fields.price.type: expected one of int8, ..., got 'flaot'``. Duplicate
+keys in the YAML are errors too (PyYAML would silently keep the last one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+FLOAT_TYPES = ("float32", "float64")
+SIMPLE_TYPES = (*INT_TYPES, *FLOAT_TYPES, "bool", "string", "binary", "json", "enum", "date32")
+TIME_UNITS = ("s", "ms", "us", "ns")
+_TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:,\s*tz=([A-Za-z0-9_+\-/:]+))?\]$")
+ALLOWED_TYPES_TEXT = ", ".join(SIMPLE_TYPES) + ", timestamp[s|ms|us|ns] or timestamp[UNIT, tz=ZONE]"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every problem with its key path."""
+
+
+def parse_timestamp_type(text: str) -> tuple[str, str | None] | None:
+    """(unit, tz) of a ``timestamp[...]`` type string, or None if it is not one."""
+    m = _TIMESTAMP.match(text)
+    return (m.group(1), m.group(2)) if m else None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Bound = Union[int, float, str]
+
+
+class FieldSpec(_Model):
+    """One declared field: its Arrow type and the rules a value must pass."""
+
+    type: str
+    required: bool = False
+    nullable: bool | None = None  # default: not required
+    min: Bound | None = None
+    max: Bound | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    enum: list[Union[str, int]] | None = Field(default=None, min_length=1)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        v = v.strip()
+        if v in SIMPLE_TYPES:
+            return v
+        ts = parse_timestamp_type(v)
+        if ts is None:
+            raise ValueError(f"expected one of {ALLOWED_TYPES_TEXT}; got {v!r}")
+        unit, tz = ts
+        if tz is not None:
+            try:
+                _check_timezone(tz)
+            except Exception:  # pyarrow raises several types for bad zones
+                raise ValueError(f"unknown time zone {tz!r} in {v!r}") from None
+        return v
+
+    @field_validator("min", "max")
+    @classmethod
+    def _bound_fits_type(cls, v: Bound | None, info: ValidationInfo) -> Bound | None:
+        t = info.data.get("type")
+        if v is None or t is None:
+            return v
+        if t in INT_TYPES:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"expected an integer bound for type {t}; got {v!r}")
+        elif t in FLOAT_TYPES:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise ValueError(f"expected a number bound for type {t}; got {v!r}")
+        elif parse_timestamp_type(t) or t == "date32":
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise ValueError(f"expected an integer or an RFC 3339 / YYYY-MM-DD text bound for type {t}; got {v!r}")
+        else:
+            raise ValueError(f"min/max apply to numbers, timestamps and dates, not to type {t}")
+        return v
+
+    @field_validator("min_length", "max_length")
+    @classmethod
+    def _length_fits_type(cls, v: int | None, info: ValidationInfo) -> int | None:
+        t = info.data.get("type")
+        if v is not None and t is not None and t not in ("string", "binary"):
+            raise ValueError(f"min_length/max_length apply to string and binary, not to type {t}")
+        return v
+
+    @field_validator("enum")
+    @classmethod
+    def _enum_fits_type(cls, v: list | None, info: ValidationInfo) -> list | None:
+        t = info.data.get("type")
+        if v is None or t is None:
+            return v
+        if t in ("string", "enum"):
+            if not all(isinstance(x, str) for x in v):
+                raise ValueError(f"expected a list of strings for type {t}")
+        elif t in INT_TYPES:
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"expected a list of integers for type {t}")
+        else:
+            raise ValueError(f"enum applies to string, enum and integer types, not to type {t}")
+        if len(set(v)) != len(v):
+            raise ValueError("enum values must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _enum_type_has_values(self) -> FieldSpec:
+        if self.type == "enum" and not self.enum:
+            raise ValueError("type enum needs an 'enum' list of its values")
+        return self
+
+    @property
+    def is_nullable(self) -> bool:
+        return (not self.required) if self.nullable is None else self.nullable
+
+
+def _check_timezone(tz: str) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pc.assume_timezone(pa.array([0], pa.timestamp("s")), tz)
+
+
+class BatchSpec(_Model):
+    """When a stream's arena is flushed into a batch: whichever limit is reached first."""
+
+    max_messages: int = Field(default=65536, ge=1, le=1 << 26)
+    max_bytes: ByteSize = Field(default=ByteSize(16 << 20), ge=1024)
+    linger_ms: float = Field(default=20.0, ge=0)
+
+
+class Limits(_Model):
+    """Safety limits. A message over max_message_bytes is rejected as too_large."""
+
+    max_message_bytes: ByteSize = Field(default=ByteSize(1 << 20), ge=16)
+    max_depth: int = Field(default=64, ge=1, le=10000)
+    max_connections: int = Field(default=10000, ge=1)
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class StreamConfig(_Model):
+    """One named stream: its format, fields and batching."""
+
+    name: str = ""
+    format: Literal["ndjson"] = "ndjson"
+    unknown_fields: Literal["ignore", "reject"] = "ignore"
+    fields: dict[str, FieldSpec] = Field(min_length=1)
+    batch: BatchSpec = BatchSpec()
+    arenas: int = Field(default=4, ge=1, le=1024)
+    limits: Limits | None = None  # per-stream override; else the config's limits
+
+
+class ListenSpec(_Model):
+    """A listener (served by `quiver serve`)."""
+
+    kind: Literal["tcp", "http", "flight"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    stream: str | None = None
+    framing: Literal["newline", "length_prefixed"] = "newline"
+
+
+class KernelSpec(_Model):
+    """Kernel threads: ``auto`` uses every core Numba sees."""
+
+    threads: Union[int, Literal["auto"]] = "auto"
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("expected 'auto' or a positive integer")
+        return v
+
+
+class Config(_Model):
+    """A whole Quiver configuration."""
+
+    streams: dict[str, StreamConfig] = Field(min_length=1)
+    listen: list[ListenSpec] = []
+    limits: Limits = Limits()
+    kernels: KernelSpec = KernelSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_streams(cls, data: Any) -> Any:
+        """Give each stream its name (the key it is declared under)."""
+        if isinstance(data, dict) and isinstance(data.get("streams"), dict):
+            streams = {k: ({**s, "name": k} if isinstance(s, dict) else s) for k, s in data["streams"].items()}
+            data = {**data, "streams": streams}
+        return data
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Config:
+        """Streams without their own limits take the config's."""
+        for name, s in self.streams.items():
+            if s.limits is None:
+                object.__setattr__(s, "limits", self.limits)
+            if s.limits.max_message_bytes > s.batch.max_bytes:
+                raise ValueError(
+                    f"streams.{name}: limits.max_message_bytes ({int(s.limits.max_message_bytes)}) "
+                    f"must not exceed batch.max_bytes ({int(s.batch.max_bytes)})"
+                )
+        for k, listener in enumerate(self.listen):
+            if listener.kind == "tcp" and listener.stream not in self.streams:
+                raise ValueError(
+                    f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}"
+                )
+        return self
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if _is_key(p)]
+        path = ".".join(loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        elif "got" not in msg and not isinstance(err.get("input"), (dict, list)):
+            msg = f"{msg}; got {err.get('input')!r}"
+        lines.append(f"{path}: {msg}")
+    # one line per path: a union reports each arm separately
+    seen: dict[str, None] = {}
+    for line in lines:
+        seen.setdefault(line, None)
+    return "\n".join(seen)
+
+
+def _is_key(p: Any) -> bool:
+    """Whether a pydantic loc element is a YAML key (not a union arm or validator tag)."""
+    if isinstance(p, int):
+        return True
+    s = str(p)
+    return not (s.endswith("]") and "[" in s) and s not in ("int", "float", "str", "literal")
+
+
+def load_config(source: str | os.PathLike[str]) -> Config:
+    """Load and validate a config from a YAML file path or YAML text.
+
+    Raises ConfigError naming every bad key path.
+    """
+    text: str
+    origin: str
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and _looks_like_path(source)):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        origin = str(path)
+    else:
+        text = str(source)
+        origin = "<text>"
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with a 'streams' key at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: invalid config\n{_format_errors(exc)}") from None
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.endswith((".yaml", ".yml")) or os.path.exists(s)

@@ -1,0 +1,188 @@
+"""``Parser``: one stream's schema, applied to a buffer of messages in one batch.
+
+The data path of a batch: frame (or take pre-framed spans) -> ``parse_batch`` kernel ->
+exact fallback for the rare floats the kernel declined -> Arrow batch of accepted rows
+and dead-letter batch of rejected ones. Received always equals accepted + rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from engine.arrow import DEAD_LETTER_SCHEMA, build_batch, build_rejects
+from engine.config import StreamConfig
+from engine.schema import CompiledSchema, compile_schema
+from kernels import tables as tb
+from kernels.errors import ERROR_NAMES, INVALID_JSON, INVALID_UTF8, NOT_AN_OBJECT, OK, OUT_OF_RANGE, TOO_DEEP, TOO_LARGE
+from kernels.framing import frame_lines, frame_length_prefixed
+from kernels.jsonparse import parse_batch
+
+_SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
+Bytes = bytes | bytearray | memoryview | np.ndarray
+
+
+@dataclass
+class ParseResult:
+    """What one parse call produced: accepted rows, dead letters and the counts."""
+
+    batch: pa.RecordBatch
+    rejects: pa.RecordBatch
+    blank: int = 0  # blank lines skipped by newline framing (not messages)
+    error_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return self.batch.num_rows
+
+    @property
+    def rejected(self) -> int:
+        return self.rejects.num_rows
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected
+
+
+def as_uint8(data: Bytes) -> np.ndarray:
+    """A read-only uint8 view of bytes-like data, without copying."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise TypeError("expected a 1-D uint8 array")
+        return data
+    return np.frombuffer(data, np.uint8)
+
+
+def _threads_chunks(n: int) -> int:
+    return max(1, min(n, numba.get_num_threads() * 4))
+
+
+class Parser:
+    """Parses NDJSON (or pre-framed messages) for one stream into Arrow batches.
+
+    Construct once per stream and reuse: the kernels are compiled (or loaded from Numba's
+    cache) on first use, and the compiled schema is kept. Safe to call from several
+    threads at once.
+    """
+
+    def __init__(self, stream: StreamConfig, *, threads: int | None = None) -> None:
+        if stream.limits is None:
+            stream = stream.model_copy(update={"limits": _default_limits()})
+        self.stream = stream
+        self.compiled: CompiledSchema = compile_schema(stream)
+        self.threads = threads
+        self.max_message_bytes = int(stream.limits.max_message_bytes)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """Arrow schema of accepted batches."""
+        return self.compiled.arrow_schema
+
+    @property
+    def rejects_schema(self) -> pa.Schema:
+        """Arrow schema of dead-letter batches."""
+        return DEAD_LETTER_SCHEMA
+
+    def parse_ndjson(self, data: Bytes) -> ParseResult:
+        """Parse newline-delimited JSON (LF or CRLF; blank lines skipped and counted)."""
+        buf = as_uint8(data)
+        self._use_threads()
+        starts, ends, blank, _ = frame_lines(buf, 0, len(buf), True, _threads_chunks(max(1, len(buf) >> 16)))
+        return self.parse_spans(buf, starts, ends, blank=blank)
+
+    def parse_length_prefixed(self, data: Bytes) -> ParseResult:
+        """Parse u32 big-endian length-prefixed messages; a truncated last frame is rejected."""
+        buf = as_uint8(data)
+        self._use_threads()
+        starts, ends, consumed = frame_length_prefixed(buf, 0, len(buf))
+        if consumed < len(buf):  # the rest cannot be framed: account for it as one message
+            starts = np.append(starts, consumed)
+            ends = np.append(ends, len(buf))
+        return self.parse_spans(buf, starts, ends)
+
+    def parse_messages(self, messages: Sequence[bytes]) -> ParseResult:
+        """Parse pre-framed messages; each is one JSON object and may contain newlines."""
+        lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        buf = np.frombuffer(b"".join(messages), np.uint8)
+        self._use_threads()
+        return self.parse_spans(buf, starts, ends)
+
+    def parse_spans(
+        self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, blank: int = 0, base: int = 0, first_index: int = 0
+    ) -> ParseResult:
+        """Parse messages buf[starts[i]:ends[i]]: the entry point for arenas and listeners."""
+        cols = self._allocate(len(starts))
+        parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
+        self._exact_float_fallback(buf, starts, cols)
+        rejected = np.flatnonzero(cols.error)
+        n = len(starts)
+        rows = None if len(rejected) == 0 else np.flatnonzero(cols.error == OK)
+        batch = build_batch(self.compiled, cols, buf, rows, n - len(rejected))
+        rejects = build_rejects(self.compiled, cols, buf, starts, ends, rejected, base, first_index)
+        counts = np.bincount(cols.error[rejected], minlength=len(ERROR_NAMES))
+        error_counts = {ERROR_NAMES[k]: int(c) for k, c in enumerate(counts) if c}
+        return ParseResult(batch, rejects, blank, error_counts)
+
+    def _use_threads(self) -> None:
+        if self.threads is not None:
+            numba.set_num_threads(self.threads)
+
+    def _allocate(self, n: int) -> tb.BatchColumns:
+        c = self.compiled
+        k = len(c.columns)
+        return tb.BatchColumns(
+            state=np.zeros((k, n), np.uint8),
+            ints=np.zeros((c.n_ints, n), np.int64),
+            floats=np.zeros((c.n_floats, n), np.float64),
+            span_start=np.empty((c.n_spans, n), np.int64),
+            span_end=np.empty((c.n_spans, n), np.int64),
+            span_len=np.empty((c.n_spans, n), np.int64),
+            error=np.empty(n, np.int64),
+            error_field=np.empty(n, np.int64),
+            error_pos=np.empty(n, np.int64),
+            error_key_start=np.empty(n, np.int64),
+            error_key_end=np.empty(n, np.int64),
+        )
+
+    def _exact_float_fallback(self, buf: np.ndarray, starts: np.ndarray, cols: tb.BatchColumns) -> None:
+        """Resolve the floats the kernel declined (subnormals, halfway cases) with float().
+
+        These are rare by construction (Eisel-Lemire settles all but a sliver of inputs), so
+        this loop runs over a handful of values per batch, not over messages.
+        """
+        fields, rows = np.nonzero(cols.state == tb.STATE_FLOAT_FALLBACK)
+        for f, i in zip(fields.tolist(), rows.tolist()):
+            col = self.compiled.columns[f]
+            a = cols.span_start[col.span_slot, i]
+            b = cols.span_end[col.span_slot, i]
+            v = float(bytes(buf[a:b]))
+            if col.kind == tb.KIND_FLOAT32:
+                v32 = np.float32(v) if abs(v) < np.inf else np.float32(np.inf)
+                bad = bool(np.isinf(v32))
+            else:
+                bad = v in (np.inf, -np.inf)
+            t = self.compiled.tables
+            bad = bad or not (t.float_lo[f] <= v <= t.float_hi[f])
+            if not bad:
+                cols.floats[col.slot, i] = v
+                cols.state[f, i] = tb.STATE_VALUE
+                continue
+            cols.state[f, i] = tb.STATE_ABSENT
+            pos = a - starts[i]
+            current = cols.error[i]
+            if current == OK or (current not in _SYNTAX_ERRORS and cols.error_pos[i] > pos):
+                cols.error[i] = OUT_OF_RANGE
+                cols.error_pos[i] = pos
+                cols.error_field[i] = f
+
+
+def _default_limits():
+    from engine.config import Limits
+
+    return Limits()

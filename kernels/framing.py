@@ -1,0 +1,109 @@
+"""Message framing: newline-delimited and 4-byte big-endian length-prefixed.
+
+Newline framing finds every LF in parallel, trims one CR before it (CRLF producers), and
+skips lines that hold only JSON whitespace, counting them. A line without its LF at the
+end of the input is a message only when the input is ``final``; otherwise it is the tail a
+stream carries over to its next read.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def _newline_positions(buf, start, end, nchunks):
+    """Positions of every LF in buf[start:end], in order."""
+    n = end - start
+    counts = np.zeros(nchunks + 1, np.int64)
+    for c in prange(nchunks):
+        lo = start + c * n // nchunks
+        hi = start + (c + 1) * n // nchunks
+        k = 0
+        for p in range(lo, hi):
+            if buf[p] == 10:
+                k += 1
+        counts[c + 1] = k
+    for c in range(nchunks):
+        counts[c + 1] += counts[c]
+    out = np.empty(counts[nchunks], np.int64)
+    for c in prange(nchunks):
+        lo = start + c * n // nchunks
+        hi = start + (c + 1) * n // nchunks
+        k = counts[c]
+        for p in range(lo, hi):
+            if buf[p] == 10:
+                out[k] = p
+                k += 1
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _is_blank(buf, s, e):
+    for p in range(s, e):
+        c = buf[p]
+        if c != 32 and c != 9 and c != 13:
+            return False
+    return True
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def frame_lines(buf, start, end, final, nchunks):
+    """Split buf[start:end] into lines: (starts, ends, blank_lines, consumed).
+
+    ``consumed`` is where the unframed tail begins (``end`` when ``final``).
+    """
+    nl = _newline_positions(buf, start, end, nchunks)
+    nlines = nl.shape[0]
+    tail = final and (nlines == 0 or nl[nlines - 1] + 1 < end)
+    total = nlines + (1 if tail else 0)
+    line_start = np.empty(total, np.int64)
+    line_end = np.empty(total, np.int64)
+    keep = np.empty(total, np.int64)
+    for j in prange(total):
+        s = start if j == 0 else nl[j - 1] + 1
+        e = nl[j] if j < nlines else end
+        if e > s and buf[e - 1] == 13:
+            e -= 1
+        line_start[j] = s
+        line_end[j] = e
+        keep[j] = 0 if _is_blank(buf, s, e) else 1
+    nkeep = 0
+    for j in range(total):
+        nkeep += keep[j]
+    starts = np.empty(nkeep, np.int64)
+    ends = np.empty(nkeep, np.int64)
+    k = 0
+    for j in range(total):
+        if keep[j]:
+            starts[k] = line_start[j]
+            ends[k] = line_end[j]
+            k += 1
+    consumed = end if final else (nl[nlines - 1] + 1 if nlines > 0 else start)
+    return starts, ends, total - nkeep, consumed
+
+
+@njit(nogil=True, cache=True)
+def frame_length_prefixed(buf, start, end):
+    """Split buf[start:end] into u32 big-endian length-prefixed frames:
+    (starts, ends, consumed). ``consumed`` is where an incomplete last frame begins."""
+    n = 0
+    p = start
+    while p + 4 <= end:
+        length = (
+            (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        )
+        if p + 4 + length > end:
+            break
+        n += 1
+        p += 4 + length
+    starts = np.empty(n, np.int64)
+    ends = np.empty(n, np.int64)
+    p = start
+    for k in range(n):
+        length = (
+            (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        )
+        starts[k] = p + 4
+        ends[k] = p + 4 + length
+        p += 4 + length
+    return starts, ends, p

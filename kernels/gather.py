@@ -1,0 +1,55 @@
+"""Gathering variable-length values into Arrow offsets + data buffers, in parallel.
+
+The parse kernel leaves, per string-like value, a span of the input and its output length;
+the engine turns the lengths of the rows it keeps into offsets (a prefix sum), and these
+kernels copy each value to its offset: raw bytes, decoded JSON string content, or decoded
+base64. Rows are split into chunks so each worker allocates its scratch once.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from kernels.strings import base64_decode, unescape
+
+COPY_RAW = 0  # bytes as they are (json text, dead-letter raw messages)
+COPY_STRING = 1  # JSON string content: decode escapes where there are any
+COPY_BASE64 = 2  # JSON string content holding base64 text: decode it
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
+    """Write the value of each row rows[j] (span span_start[i]:span_end[i] of buf) to
+    out[offsets[j]:offsets[j+1]]; rows whose output length is zero are skipped."""
+    m = rows.shape[0]
+    for c in prange(nchunks):
+        lo = c * m // nchunks
+        hi = (c + 1) * m // nchunks
+        longest = 0
+        if mode == COPY_BASE64:
+            for j in range(lo, hi):
+                i = rows[j]
+                longest = max(longest, span_end[i] - span_start[i])
+        scratch = np.empty(longest + 8, np.uint8)
+        for j in range(lo, hi):
+            o = offsets[j]
+            length = offsets[j + 1] - o
+            if length == 0:
+                continue
+            i = rows[j]
+            a = span_start[i]
+            b = span_end[i]
+            if mode == COPY_RAW or (mode == COPY_STRING and b - a == length):
+                out[o : o + length] = buf[a:b]
+            elif mode == COPY_STRING:
+                unescape(buf, a, b, out, o)
+            else:
+                escaped = False
+                for k in range(a, b):
+                    if buf[k] == 92:
+                        escaped = True
+                        break
+                if escaped:
+                    t = unescape(buf, a, b, scratch, 0)
+                    base64_decode(scratch, 0, t, out, o)
+                else:
+                    base64_decode(buf, a, b, out, o)

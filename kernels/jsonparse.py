@@ -1,0 +1,586 @@
+"""Strict RFC 8259 parsing of one JSON object per message into typed columns.
+
+``parse_batch`` is the kernel: messages (byte spans of one buffer) in, ``BatchColumns``
+out, prange over chunks of messages. Each chunk allocates its scratch once (decode buffer,
+duplicate-key table, container stack), so nothing is allocated per message.
+
+A message's verdict: a syntax fault (not one well-formed JSON object, bad UTF-8, nesting
+too deep) wins; otherwise the first schema fault in document order; otherwise a missing
+required field. Every value is validated even when its field is unknown, already faulty,
+or declared ``json``.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from kernels.errors import (
+    DUPLICATE_FIELD,
+    INT_OVERFLOW,
+    INVALID_JSON,
+    MISSING_REQUIRED,
+    NO_FIELD,
+    NOT_AN_OBJECT,
+    NOT_IN_ENUM,
+    OK,
+    OUT_OF_RANGE,
+    TOO_DEEP,
+    TOO_LARGE,
+    TYPE_MISMATCH,
+    UNKNOWN_FIELD,
+    UNKNOWN_KEY,
+)
+from kernels.numeric import (
+    FLOAT_FALLBACK,
+    FLOAT_OVERFLOW,
+    parse_float,
+    parse_int64,
+    parse_uint64,
+    scan_number,
+)
+from kernels.status import (
+    ST_CODE,
+    ST_DLEN,
+    ST_ISINT,
+    ST_NCHARS,
+    ST_OBJECTS,
+    ST_POS,
+    ST_SEM_CODE,
+    ST_SEM_FIELD,
+    ST_SEM_KEY_END,
+    ST_SEM_KEY_START,
+    ST_SEM_POS,
+    ST_SIZE,
+)
+from kernels.strings import bytes_equal, base64_decoded_length, hash_bytes, scan_string, unescape
+from kernels.tables import (
+    KIND_BINARY,
+    KIND_BOOL,
+    KIND_DATE,
+    KIND_ENUM,
+    KIND_FLOAT,
+    KIND_FLOAT32,
+    KIND_INT,
+    KIND_JSON,
+    KIND_STRING,
+    KIND_TIMESTAMP,
+    KIND_UINT64,
+    OPT_MAX_DEPTH,
+    OPT_REJECT_UNKNOWN,
+    STATE_ABSENT,
+    STATE_FLOAT_FALLBACK,
+    STATE_NULL,
+    STATE_VALUE,
+)
+from kernels.temporal import parse_date, parse_rfc3339
+from kernels.validate import check_int_enum, check_length, check_range, enum_index
+
+_KT_MSG = 0
+_KT_OBJ = 1
+_KT_HASH = 2
+_KT_START = 3
+_KT_END = 4
+_LBRACE = 123
+_RBRACE = 125
+_LBRACKET = 91
+_RBRACKET = 93
+_QUOTE = 34
+
+
+@njit(nogil=True, cache=True)
+def skip_ws(buf, p, end):
+    """First position at or after p that is not JSON whitespace (space, tab, LF, CR)."""
+    while p < end:
+        c = buf[p]
+        if c != 32 and c != 10 and c != 13 and c != 9:
+            return p
+        p += 1
+    return p
+
+
+@njit(nogil=True, cache=True)
+def _fail(st, code, pos):
+    st[ST_CODE] = code
+    st[ST_POS] = pos
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _schema_fault(st, code, pos, field):
+    """Record a schema-level fault unless the message already has one (first one wins)."""
+    if st[ST_SEM_CODE] == OK:
+        st[ST_SEM_CODE] = code
+        st[ST_SEM_POS] = pos
+        st[ST_SEM_FIELD] = field
+
+
+@njit(nogil=True, cache=True)
+def _literal(buf, p, end, st):
+    """Check the literal true / false / null at p; return the position after it or -1."""
+    c = buf[p]
+    if c == 116:  # true
+        if p + 4 <= end and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:
+            return p + 4
+    elif c == 102:  # false
+        if (
+            p + 5 <= end
+            and buf[p + 1] == 97
+            and buf[p + 2] == 108
+            and buf[p + 3] == 115
+            and buf[p + 4] == 101
+        ):
+            return p + 5
+    elif c == 110:  # null
+        if p + 4 <= end and buf[p + 1] == 117 and buf[p + 2] == 108 and buf[p + 3] == 108:
+            return p + 4
+    return _fail(st, INVALID_JSON, p)
+
+
+@njit(nogil=True, cache=True)
+def _decoded(buf, a, b, escaped, scratch, at):
+    """The decoded text of string content buf[a:b] as (array, start, end): buf itself when
+    there is no escape, else a copy decoded into scratch[at:]."""
+    if not escaped:
+        return buf, a, b
+    o = unescape(buf, a, b, scratch, at)
+    return scratch, at, o
+
+
+@njit(nogil=True, cache=True)
+def _has_escape(buf, a, b):
+    for k in range(a, b):
+        if buf[k] == 92:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _key_seen(buf, a, b, escaped, i, obj, keys, scratch):
+    """Insert key buf[a:b] of object ``obj`` of message i into the duplicate table; return
+    True if the object already had an equal key (compared after decoding escapes).
+
+    Entries of earlier messages count as empty, so the table is never cleared."""
+    x, xa, xb = _decoded(buf, a, b, escaped, scratch, 0)
+    h = hash_bytes(x, xa, xb)
+    mask = keys.shape[0] - 1
+    s = h & mask
+    while True:
+        if keys[s, _KT_MSG] != i:
+            keys[s, _KT_MSG] = i
+            keys[s, _KT_OBJ] = obj
+            keys[s, _KT_HASH] = h
+            keys[s, _KT_START] = a
+            keys[s, _KT_END] = b
+            return False
+        if keys[s, _KT_OBJ] == obj and keys[s, _KT_HASH] == h:
+            ya = keys[s, _KT_START]
+            yb = keys[s, _KT_END]
+            half = scratch.shape[0] // 2
+            y, yc, yd = _decoded(buf, ya, yb, _has_escape(buf, ya, yb), scratch, half)
+            if bytes_equal(x, xa, xb, y, yc, yd):
+                return True
+        s = (s + 1) & mask
+
+
+@njit(nogil=True, cache=True)
+def skip_value(buf, p, end, depth, max_depth, i, st, stack, objs, keys, scratch):
+    """Validate any JSON value at p (``depth`` containers already open); return the position
+    after it or -1. Checks duplicate keys in every object it meets."""
+    sp = 0
+    mode = 0  # 0: expect a value, 1: after a value, 2: expect a key
+    while True:
+        if mode == 0:
+            p = skip_ws(buf, p, end)
+            if p >= end:
+                return _fail(st, INVALID_JSON, end)
+            c = buf[p]
+            if c == _LBRACE or c == _LBRACKET:
+                if depth + sp + 1 > max_depth:
+                    return _fail(st, TOO_DEEP, p)
+                stack[sp] = c
+                if c == _LBRACE:
+                    st[ST_OBJECTS] += 1
+                    objs[sp] = st[ST_OBJECTS]
+                sp += 1
+                p = skip_ws(buf, p + 1, end)
+                if p >= end:
+                    return _fail(st, INVALID_JSON, end)
+                if (c == _LBRACE and buf[p] == _RBRACE) or (c == _LBRACKET and buf[p] == _RBRACKET):
+                    p += 1
+                    sp -= 1
+                    mode = 1
+                else:
+                    mode = 2 if c == _LBRACE else 0
+            elif c == _QUOTE:
+                p = scan_string(buf, p, end, st)
+                if p < 0:
+                    return -1
+                mode = 1
+            elif c == 45 or 48 <= c <= 57:
+                p = scan_number(buf, p, end, st)
+                if p < 0:
+                    return -1
+                mode = 1
+            else:
+                p = _literal(buf, p, end, st)
+                if p < 0:
+                    return -1
+                mode = 1
+        elif mode == 1:
+            if sp == 0:
+                return p
+            p = skip_ws(buf, p, end)
+            if p >= end:
+                return _fail(st, INVALID_JSON, end)
+            c = buf[p]
+            top = stack[sp - 1]
+            if c == 44:  # ','
+                p += 1
+                mode = 2 if top == _LBRACE else 0
+            elif (c == _RBRACE and top == _LBRACE) or (c == _RBRACKET and top == _LBRACKET):
+                p += 1
+                sp -= 1
+            else:
+                return _fail(st, INVALID_JSON, p)
+        else:
+            p = skip_ws(buf, p, end)
+            if p >= end:
+                return _fail(st, INVALID_JSON, end)
+            if buf[p] != _QUOTE:
+                return _fail(st, INVALID_JSON, p)
+            q = scan_string(buf, p, end, st)
+            if q < 0:
+                return -1
+            if _key_seen(buf, p + 1, q - 1, st[ST_DLEN] != q - p - 2, i, objs[sp - 1], keys, scratch):
+                _schema_fault(st, DUPLICATE_FIELD, p, NO_FIELD)
+            p = skip_ws(buf, q, end)
+            if p >= end or buf[p] != 58:  # ':'
+                return _fail(st, INVALID_JSON, p if p < end else end)
+            p += 1
+            mode = 0
+
+
+@njit(nogil=True, cache=True)
+def match_field(x, a, b, T, hint):
+    """Index of the declared field named x[a:b] (decoded), or -1. Starts at ``hint``
+    because producers usually send fields in the same order."""
+    k = T.kind.shape[0]
+    names = T.name_bytes
+    off = T.name_off
+    for j in range(k):
+        f = hint + j
+        if f >= k:
+            f -= k
+        if bytes_equal(x, a, b, names, off[f], off[f + 1]):
+            return f
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _store_int(v, f, i, p, T, C, st):
+    """Check an int64 value against field f's rules and store it."""
+    code = check_range(v, T.int_lo[f], T.int_hi[f])
+    if code == OK:
+        code = check_int_enum(v, T.int_enum, T.int_enum_first[f], T.int_enum_first[f + 1])
+    if code != OK:
+        _schema_fault(st, code, p, f)
+        return
+    C.ints[T.slot[f], i] = v
+    C.state[f, i] = STATE_VALUE
+
+
+@njit(nogil=True, cache=True)
+def _number_field(buf, p, q, f, i, T, C, st):
+    """Interpret the number literal buf[p:q] for field f of message i."""
+    kind = T.kind[f]
+    isint = st[ST_ISINT] == 1
+    if kind == KIND_FLOAT or kind == KIND_FLOAT32:
+        v, status = parse_float(buf, p, q)
+        if status == FLOAT_OVERFLOW:
+            _schema_fault(st, OUT_OF_RANGE, p, f)
+            return
+        if status == FLOAT_FALLBACK:
+            s = T.span_slot[f]
+            C.span_start[s, i] = p
+            C.span_end[s, i] = q
+            C.state[f, i] = STATE_FLOAT_FALLBACK
+            return
+        if kind == KIND_FLOAT32 and np.isinf(np.float32(v)):
+            _schema_fault(st, OUT_OF_RANGE, p, f)
+            return
+        if check_range(v, T.float_lo[f], T.float_hi[f]) != OK:
+            _schema_fault(st, OUT_OF_RANGE, p, f)
+            return
+        C.floats[T.slot[f], i] = v
+        C.state[f, i] = STATE_VALUE
+        return
+    if not isint:
+        _schema_fault(st, TYPE_MISMATCH, p, f)
+        return
+    if kind == KIND_UINT64:
+        u, code = parse_uint64(buf, p, q)
+        if code == OK and (u < T.uint_lo[f] or u > T.uint_hi[f]):
+            code = OUT_OF_RANGE
+        if code != OK:
+            _schema_fault(st, code, p, f)
+            return
+        C.ints[T.slot[f], i] = np.int64(u)
+        C.state[f, i] = STATE_VALUE
+        return
+    v, code = parse_int64(buf, p, q)
+    if code != OK:
+        _schema_fault(st, INT_OVERFLOW, p, f)
+        return
+    _store_int(v, f, i, p, T, C, st)
+
+
+@njit(nogil=True, cache=True)
+def _string_field(buf, p, q, f, i, T, C, st, scratch):
+    """Interpret the string at buf[p:q] (quotes included) for field f of message i."""
+    kind = T.kind[f]
+    a = p + 1
+    b = q - 1
+    dlen = st[ST_DLEN]
+    if kind == KIND_STRING:
+        code = check_length(st[ST_NCHARS], T.min_len[f], T.max_len[f])
+        if code != OK:
+            _schema_fault(st, code, p, f)
+            return
+        s = T.span_slot[f]
+        C.span_start[s, i] = a
+        C.span_end[s, i] = b
+        C.span_len[s, i] = dlen
+        C.state[f, i] = STATE_VALUE
+        return
+    x, xa, xb = _decoded(buf, a, b, dlen != b - a, scratch, 0)
+    if kind == KIND_ENUM:
+        k = enum_index(x, xa, xb, T.enum_bytes, T.enum_off, T.enum_first[f], T.enum_first[f + 1])
+        if k < 0:
+            _schema_fault(st, NOT_IN_ENUM, p, f)
+            return
+        C.ints[T.slot[f], i] = k
+        C.state[f, i] = STATE_VALUE
+    elif kind == KIND_BINARY:
+        n = base64_decoded_length(x, xa, xb)
+        if n < 0:
+            _schema_fault(st, TYPE_MISMATCH, p, f)
+            return
+        code = check_length(n, T.min_len[f], T.max_len[f])
+        if code != OK:
+            _schema_fault(st, code, p, f)
+            return
+        s = T.span_slot[f]
+        C.span_start[s, i] = a
+        C.span_end[s, i] = b
+        C.span_len[s, i] = n
+        C.state[f, i] = STATE_VALUE
+    elif kind == KIND_TIMESTAMP:
+        v, code = parse_rfc3339(x, xa, xb, T.unit[f], T.frac_digits[f])
+        if code != OK:
+            _schema_fault(st, code, p, f)
+            return
+        _store_int(v, f, i, p, T, C, st)
+    else:  # KIND_DATE
+        v, code = parse_date(x, xa, xb)
+        if code != OK:
+            _schema_fault(st, code, p, f)
+            return
+        _store_int(v, f, i, p, T, C, st)
+
+
+@njit(nogil=True, cache=True)
+def parse_field_value(buf, p, end, f, i, T, C, st, stack, objs, keys, scratch):
+    """Parse the value at p for declared field f of message i; return the position after it
+    or -1 on a syntax fault. Schema faults are recorded in st and parsing goes on."""
+    kind = T.kind[f]
+    c = buf[p]
+    if c == 110:  # null
+        q = _literal(buf, p, end, st)
+        if q < 0:
+            return -1
+        if T.nullable[f]:
+            C.state[f, i] = STATE_NULL
+        else:
+            _schema_fault(st, MISSING_REQUIRED if T.required[f] else TYPE_MISMATCH, p, f)
+        return q
+    if kind == KIND_JSON:
+        q = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+        if q < 0:
+            return -1
+        s = T.span_slot[f]
+        C.span_start[s, i] = p
+        C.span_end[s, i] = q
+        C.span_len[s, i] = q - p
+        C.state[f, i] = STATE_VALUE
+        return q
+    numeric = (
+        kind == KIND_INT
+        or kind == KIND_UINT64
+        or kind == KIND_FLOAT
+        or kind == KIND_FLOAT32
+        or kind == KIND_TIMESTAMP
+        or kind == KIND_DATE
+    )
+    if numeric and (c == 45 or 48 <= c <= 57):
+        q = scan_number(buf, p, end, st)
+        if q < 0:
+            return -1
+        _number_field(buf, p, q, f, i, T, C, st)
+        return q
+    textual = (
+        kind == KIND_STRING
+        or kind == KIND_ENUM
+        or kind == KIND_BINARY
+        or kind == KIND_TIMESTAMP
+        or kind == KIND_DATE
+    )
+    if textual and c == _QUOTE:
+        q = scan_string(buf, p, end, st)
+        if q < 0:
+            return -1
+        _string_field(buf, p, q, f, i, T, C, st, scratch)
+        return q
+    if kind == KIND_BOOL and (c == 116 or c == 102):
+        q = _literal(buf, p, end, st)
+        if q < 0:
+            return -1
+        C.ints[T.slot[f], i] = 1 if c == 116 else 0
+        C.state[f, i] = STATE_VALUE
+        return q
+    _schema_fault(st, TYPE_MISMATCH, p, f)
+    return skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+
+
+@njit(nogil=True, cache=True)
+def _object_members(buf, p, end, i, T, C, st, stack, objs, keys, scratch):
+    """Parse the members of the top-level object whose '{' is just before p; return the
+    position after its '}' or -1."""
+    p = skip_ws(buf, p, end)
+    if p < end and buf[p] == _RBRACE:
+        return p + 1
+    hint = 0
+    nfields = T.kind.shape[0]
+    while True:
+        if p >= end or buf[p] != _QUOTE:
+            return _fail(st, INVALID_JSON, min(p, end))
+        q = scan_string(buf, p, end, st)
+        if q < 0:
+            return -1
+        a = p + 1
+        b = q - 1
+        escaped = st[ST_DLEN] != b - a
+        x, xa, xb = _decoded(buf, a, b, escaped, scratch, 0)
+        f = match_field(x, xa, xb, T, hint)
+        key_pos = p
+        p = skip_ws(buf, q, end)
+        if p >= end or buf[p] != 58:
+            return _fail(st, INVALID_JSON, min(p, end))
+        p = skip_ws(buf, p + 1, end)
+        if p >= end:
+            return _fail(st, INVALID_JSON, end)
+        if f >= 0:
+            hint = f + 1 if f + 1 < nfields else 0
+            if C.state[f, i] != STATE_ABSENT:
+                _schema_fault(st, DUPLICATE_FIELD, key_pos, f)
+                p = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+            else:
+                p = parse_field_value(buf, p, end, f, i, T, C, st, stack, objs, keys, scratch)
+        else:
+            if T.options[OPT_REJECT_UNKNOWN] and st[ST_SEM_CODE] == OK:
+                _schema_fault(st, UNKNOWN_FIELD, key_pos, UNKNOWN_KEY)
+                st[ST_SEM_KEY_START] = a
+                st[ST_SEM_KEY_END] = b
+            elif _key_seen(buf, a, b, escaped, i, 0, keys, scratch):
+                _schema_fault(st, DUPLICATE_FIELD, key_pos, UNKNOWN_KEY)
+                st[ST_SEM_KEY_START] = a
+                st[ST_SEM_KEY_END] = b
+            p = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+        if p < 0:
+            return -1
+        p = skip_ws(buf, p, end)
+        if p >= end:
+            return _fail(st, INVALID_JSON, end)
+        c = buf[p]
+        if c == 44:
+            p = skip_ws(buf, p + 1, end)
+        elif c == _RBRACE:
+            return p + 1
+        else:
+            return _fail(st, INVALID_JSON, p)
+
+
+@njit(nogil=True, cache=True)
+def parse_message(buf, s, e, i, T, C, st, stack, objs, keys, scratch):
+    """Parse message i = buf[s:e] into row i of C and set its verdict."""
+    st[ST_SEM_CODE] = OK
+    st[ST_OBJECTS] = 0
+    p = skip_ws(buf, s, e)
+    if p < e and buf[p] == _LBRACE:
+        if T.options[OPT_MAX_DEPTH] < 1:
+            q = _fail(st, TOO_DEEP, p)
+        else:
+            q = _object_members(buf, p + 1, e, i, T, C, st, stack, objs, keys, scratch)
+        if q >= 0:
+            q = skip_ws(buf, q, e)
+            if q != e:
+                q = _fail(st, INVALID_JSON, q)
+    else:
+        q = skip_value(buf, p, e, 0, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+        if q >= 0:
+            q = skip_ws(buf, q, e)
+            if q != e:
+                q = _fail(st, INVALID_JSON, q)
+            else:
+                q = _fail(st, NOT_AN_OBJECT, p)
+    if q < 0:
+        C.error[i] = st[ST_CODE]
+        C.error_pos[i] = st[ST_POS] - s
+        C.error_field[i] = NO_FIELD
+        return
+    if st[ST_SEM_CODE] == OK:
+        for f in range(T.kind.shape[0]):
+            if T.required[f] and C.state[f, i] == STATE_ABSENT:
+                _schema_fault(st, MISSING_REQUIRED, e, f)
+                break
+    code = st[ST_SEM_CODE]
+    C.error[i] = code
+    if code != OK:
+        C.error_pos[i] = st[ST_SEM_POS] - s
+        C.error_field[i] = st[ST_SEM_FIELD]
+        if st[ST_SEM_FIELD] == UNKNOWN_KEY:
+            C.error_key_start[i] = st[ST_SEM_KEY_START]
+            C.error_key_end[i] = st[ST_SEM_KEY_END]
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
+    """Parse messages buf[starts[i]:ends[i]] into C, in parallel over chunks of messages.
+
+    C.state must arrive zeroed; every other output is written where it is meaningful.
+    """
+    n = starts.shape[0]
+    max_depth = T.options[OPT_MAX_DEPTH]
+    for c in prange(nchunks):
+        lo = c * n // nchunks
+        hi = (c + 1) * n // nchunks
+        longest = 0
+        for i in range(lo, hi):
+            length = ends[i] - starts[i]
+            if length <= max_message_bytes and length > longest:
+                longest = length
+        scratch = np.empty(2 * longest + 16, np.uint8)
+        cap = 16
+        while cap < 2 * (longest // 4 + 2):
+            cap *= 2
+        keys = np.full((cap, 5), -1, np.int64)
+        st = np.zeros(ST_SIZE, np.int64)
+        stack = np.empty(max_depth + 2, np.uint8)
+        objs = np.empty(max_depth + 2, np.int64)
+        for i in range(lo, hi):
+            s = starts[i]
+            e = ends[i]
+            if e - s > max_message_bytes:
+                C.error[i] = TOO_LARGE
+                C.error_pos[i] = 0
+                C.error_field[i] = NO_FIELD
+            else:
+                parse_message(buf, s, e, i, T, C, st, stack, objs, keys, scratch)
