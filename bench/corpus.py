@@ -39,7 +39,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -196,14 +196,14 @@ _NULL_PRICE_P = (0.05, 0.9, 0.0, 0.0)  # per event: clicks mostly carry no price
 _UAS: tuple[tuple[str, float, bool], ...] = (
     ("ShopApp/5.2.1 (iOS 17.4)", 20, False),
     ("ShopApp/5.2.0 (Android 14)", 16, False),
-    ("okhttp/4.12.0", 10, False),
+    ("okhttp/4.12.0", 7, False),
     ("curl/8.5.0", 4, False),
     ("python-requests/2.32.3", 4, False),
     ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", 5, False),
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/131.0.0.0 Safari/537.36", 6, False),
+     + "Chrome/131.0.0.0 Safari/537.36", 8, False),
     ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", 3, False),
+     + "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", 4, False),
     ('ShopApp/5.1.9 (Android 13; Galaxy "S23" Ultra)', 6, False),
     ("Café-Crawler/2.0 (+https://exemple.fr/café)", 3, True),
     ("Café-Crawler/2.0 (+https://exemple.fr/café)", 2, False),
@@ -328,7 +328,24 @@ _TOPICS = ("orders", "clicks", "payments.v2", "inventory-updates")
 _PROVIDERS = ("password", "google", "apple", "sso")
 _REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
 
-_Cols = dict[str, np.ndarray]
+_Cols = Mapping[str, np.ndarray]
+
+
+class _RowSubset(Mapping[str, np.ndarray]):
+    """The rows of a template, taken from each column only when the template reads it."""
+
+    def __init__(self, cols: _Cols, rows: np.ndarray) -> None:
+        self._cols, self._rows = cols, rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name][self._rows]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols)
+
+    def __len__(self) -> int:
+        return len(self._cols)
+
 _Template = Callable[[int, _Cols], tuple[np.ndarray, np.ndarray]]
 """Renders ``(msg, context)`` matrices for ``n`` rows from per-row random columns."""
 
@@ -472,16 +489,37 @@ def _logs_columns(rng: np.random.Generator, pools: dict, n: int) -> _Cols:
     }
 
 
+def _zpad(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers as zero-padded decimal ASCII of exactly ``width`` digits."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((np.asarray(values, dtype=np.int64)[:, None] // powers) % 10 + 48).astype(np.uint8)
+
+
+def _rfc3339(ts_us: np.ndarray, frac_digits: int, offset_hours: int = 0) -> list[Part]:
+    """RFC 3339 local date-time parts (no zone suffix) for epoch microseconds.
+
+    Dates are formatted once per distinct day and the clock is built with integer arithmetic,
+    which is far cheaper than ``np.datetime_as_string`` per row.
+    """
+    local = ts_us + offset_hours * 3_600_000_000
+    days, clock = np.divmod(local, 86_400_000_000)
+    uniq, inverse = np.unique(days, return_inverse=True)
+    dates = _pool([f"{np.datetime64(int(d), 'D')}T" for d in uniq.tolist()])[inverse]
+    secs, micros = np.divmod(clock, 1_000_000)
+    parts: list[Part] = [dates, _zpad(secs // 3600, 2), ":", _zpad(secs // 60 % 60, 2), ":",
+                         _zpad(secs % 60, 2)]
+    if frac_digits:
+        parts += [".", _zpad(micros // 10 ** (6 - frac_digits), frac_digits)]
+    return parts
+
+
 def _logs_ts(rng: np.random.Generator, idx: np.ndarray, style: np.ndarray) -> np.ndarray:
     """RFC 3339 timestamps in the style of each row's producer (see ``_SERVICES``)."""
     n = len(idx)
     ts_us = _BASE_US + idx * 850 + rng.integers(0, 2000, size=n)
-    us = np.datetime_as_string(ts_us.astype("datetime64[us]"), unit="us").astype("S26")
-    us = us.view(np.uint8).reshape(n, 26)
-    local = np.datetime_as_string((ts_us + 3_600_000_000).astype("datetime64[us]"), unit="s")
-    local = local.astype("S19").view(np.uint8).reshape(n, 19)
-    return _choose(style, [_cat(n, us, "Z"), _cat(n, us[:, :23], "Z"), _cat(n, us, "+00:00"),
-                           _cat(n, local, "+01:00")])
+    return _choose(style, [_cat(n, *_rfc3339(ts_us, 6), "Z"), _cat(n, *_rfc3339(ts_us, 3), "Z"),
+                           _cat(n, *_rfc3339(ts_us, 6), "+00:00"),
+                           _cat(n, *_rfc3339(ts_us, 0, 1), "+01:00")])
 
 
 def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
@@ -501,7 +539,7 @@ def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
     for k, (template, _, _) in enumerate(_LOG_TEMPLATES):
         rows = np.flatnonzero(tpl == k)
         if rows.size:
-            msg, ctx = template(rows.size, {name: col[rows] for name, col in cols.items()})
+            msg, ctx = template(rows.size, _RowSubset(cols, rows))
             msgs.append((rows, msg))
             ctxs.append((rows, ctx))
     msg, ctx, service = _scatter(n, msgs), _scatter(n, ctxs), pools["service"][svc]
@@ -639,7 +677,9 @@ def generate(kind: str, n: int, seed: int = 0) -> bytes:
     parts: list[bytes] = []
     for chunk_no, start in enumerate(range(0, n, CHUNK_ROWS)):
         rng = np.random.default_rng([seed, kind_id, chunk_no])
-        parts.append(_text(make_chunk(rng, pools, start, min(CHUNK_ROWS, n - start), seed)))
+        # Always draw a full chunk (then cut it) so a shorter corpus is a prefix of a longer one.
+        rows = make_chunk(rng, pools, start, CHUNK_ROWS, seed)
+        parts.append(_text(rows[: n - start]))
     return b"".join(parts)
 
 

@@ -77,10 +77,12 @@ def _column(col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarra
     kind = col.kind
     if kind in (tb.KIND_STRING, tb.KIND_JSON, tb.KIND_BINARY):
         s = col.span_slot
-        lengths = np.where(valid, _take(cols.span_len[s], rows), 0)
+        lengths = np.where(valid, _take(cols.spans[tb.SPAN_LEN, s], rows), 0)
         mode = {tb.KIND_STRING: COPY_STRING, tb.KIND_JSON: COPY_RAW, tb.KIND_BINARY: COPY_BASE64}[kind]
         all_rows = np.arange(m, dtype=np.int64) if rows is None else rows
-        offsets, data = gather_spans(buf, cols.span_start[s], cols.span_end[s], lengths, all_rows, mode)
+        offsets, data = gather_spans(
+            buf, cols.spans[tb.SPAN_START, s], cols.spans[tb.SPAN_END, s], lengths, all_rows, mode
+        )
         return pa.Array.from_buffers(col.arrow_type, m, [validity, offsets, data])
     if kind in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
         values = _take(cols.floats[col.slot], rows)
@@ -126,15 +128,16 @@ def build_rejects(
     what the caller passed; ``first_index`` numbers messages across a stream's batches.
     """
     m = len(rows)
-    codes = cols.error[rows]
-    field_index = cols.error_field[rows]
+    errors = cols.errors
+    codes = errors[tb.ERR_CODE, rows]
+    field_index = errors[tb.ERR_FIELD, rows]
     unknown = field_index == UNKNOWN_KEY
     names = pa.array(list(schema.arrow_schema.names), pa.string())
     known = pc.take(names, pa.array(np.where(field_index >= 0, field_index, 0), mask=field_index < 0))
     if unknown.any():
         lengths = np.zeros(m, np.int64)
-        key_start = cols.error_key_start[rows]
-        key_end = cols.error_key_end[rows]
+        key_start = errors[tb.ERR_KEY_START, rows]
+        key_end = errors[tb.ERR_KEY_END, rows]
         lengths[unknown] = key_end[unknown] - key_start[unknown]
         # the unknown key as the producer wrote it (escapes left as they are)
         offsets, data = gather_spans(buf, key_start, key_end, lengths, np.arange(m, dtype=np.int64), COPY_RAW)
@@ -149,7 +152,7 @@ def build_rejects(
             pa.array(starts[rows] - base, pa.int64()),
             pc.take(_ERROR_NAMES, pa.array(codes)),
             field,
-            pa.array(cols.error_pos[rows], pa.int64()),
+            pa.array(errors[tb.ERR_POS, rows], pa.int64()),
             pa.Array.from_buffers(pa.binary(), m, [None, raw_offsets, raw_data]),
         ],
         schema=DEAD_LETTER_SCHEMA,

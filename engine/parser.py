@@ -120,12 +120,13 @@ class Parser:
         cols = self._allocate(len(starts))
         parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
         self._exact_float_fallback(buf, starts, cols)
-        rejected = np.flatnonzero(cols.error)
+        codes = cols.errors[tb.ERR_CODE]
+        rejected = np.flatnonzero(codes)
         n = len(starts)
-        rows = None if len(rejected) == 0 else np.flatnonzero(cols.error == OK)
+        rows = None if len(rejected) == 0 else np.flatnonzero(codes == OK)
         batch = build_batch(self.compiled, cols, buf, rows, n - len(rejected))
         rejects = build_rejects(self.compiled, cols, buf, starts, ends, rejected, base, first_index)
-        counts = np.bincount(cols.error[rejected], minlength=len(ERROR_NAMES))
+        counts = np.bincount(codes[rejected], minlength=len(ERROR_NAMES))
         error_counts = {ERROR_NAMES[k]: int(c) for k, c in enumerate(counts) if c}
         return ParseResult(batch, rejects, blank, error_counts)
 
@@ -140,14 +141,8 @@ class Parser:
             state=np.zeros((k, n), np.uint8),
             ints=np.zeros((c.n_ints, n), np.int64),
             floats=np.zeros((c.n_floats, n), np.float64),
-            span_start=np.empty((c.n_spans, n), np.int64),
-            span_end=np.empty((c.n_spans, n), np.int64),
-            span_len=np.empty((c.n_spans, n), np.int64),
-            error=np.empty(n, np.int64),
-            error_field=np.empty(n, np.int64),
-            error_pos=np.empty(n, np.int64),
-            error_key_start=np.empty(n, np.int64),
-            error_key_end=np.empty(n, np.int64),
+            spans=np.empty((3, c.n_spans, n), np.int64),
+            errors=np.empty((tb.ERR_ROWS, n), np.int64),
         )
 
     def _exact_float_fallback(self, buf: np.ndarray, starts: np.ndarray, cols: tb.BatchColumns) -> None:
@@ -159,27 +154,27 @@ class Parser:
         fields, rows = np.nonzero(cols.state == tb.STATE_FLOAT_FALLBACK)
         for f, i in zip(fields.tolist(), rows.tolist()):
             col = self.compiled.columns[f]
-            a = cols.span_start[col.span_slot, i]
-            b = cols.span_end[col.span_slot, i]
+            a = cols.spans[tb.SPAN_START, col.span_slot, i]
+            b = cols.spans[tb.SPAN_END, col.span_slot, i]
             v = float(bytes(buf[a:b]))
             if col.kind == tb.KIND_FLOAT32:
                 v32 = np.float32(v) if abs(v) < np.inf else np.float32(np.inf)
                 bad = bool(np.isinf(v32))
             else:
                 bad = v in (np.inf, -np.inf)
-            t = self.compiled.tables
-            bad = bad or not (t.float_lo[f] <= v <= t.float_hi[f])
+            lo, hi = self.compiled.tables.float_bounds[f]
+            bad = bad or not (lo <= v <= hi)
             if not bad:
                 cols.floats[col.slot, i] = v
                 cols.state[f, i] = tb.STATE_VALUE
                 continue
             cols.state[f, i] = tb.STATE_ABSENT
             pos = a - starts[i]
-            current = cols.error[i]
-            if current == OK or (current not in _SYNTAX_ERRORS and cols.error_pos[i] > pos):
-                cols.error[i] = OUT_OF_RANGE
-                cols.error_pos[i] = pos
-                cols.error_field[i] = f
+            err = cols.errors[:, i]
+            if err[tb.ERR_CODE] == OK or (err[tb.ERR_CODE] not in _SYNTAX_ERRORS and err[tb.ERR_POS] > pos):
+                err[tb.ERR_CODE] = OUT_OF_RANGE
+                err[tb.ERR_POS] = pos
+                err[tb.ERR_FIELD] = f
 
 
 def _default_limits():

@@ -98,110 +98,100 @@ def _time_bound(v: int | str, spec: FieldSpec, path: str) -> int:
 def compile_schema(stream: StreamConfig) -> CompiledSchema:
     """Resolve a stream's fields into kernel tables and an Arrow schema."""
     k = len(stream.fields)
-    kind = np.zeros(k, np.int64)
-    slot = np.full(k, -1, np.int64)
-    span_slot = np.full(k, -1, np.int64)
-    required = np.zeros(k, np.uint8)
-    nullable = np.zeros(k, np.uint8)
-    int_lo = np.full(k, _I64[0], np.int64)
-    int_hi = np.full(k, _I64[1], np.int64)
-    uint_lo = np.zeros(k, np.uint64)
-    uint_hi = np.full(k, np.iinfo(np.uint64).max, np.uint64)
-    float_lo = np.full(k, -np.inf)
-    float_hi = np.full(k, np.inf)
-    min_len = np.zeros(k, np.int64)
-    max_len = np.full(k, _I64[1], np.int64)
-    unit = np.ones(k, np.int64)
-    frac_digits = np.zeros(k, np.int64)
-    enum_strings: list[bytes] = []
-    enum_first = [0]
+    fields = np.zeros((k, tb.F_COLUMNS), np.int64)
+    fields[:, tb.F_SLOT] = -1
+    fields[:, tb.F_SPAN] = -1
+    fields[:, tb.F_INT_LO], fields[:, tb.F_INT_HI] = _I64
+    fields[:, tb.F_MAX_LEN] = _I64[1]
+    fields[:, tb.F_UNIT] = 1
+    float_bounds = np.tile(np.array([-np.inf, np.inf]), (k, 1))
+    uint_bounds = np.tile(np.array([0, np.iinfo(np.uint64).max], np.uint64), (k, 1))
+    text = bytearray()
+    spans: list[int] = []  # enum string spans into text, two entries each
     int_enum: list[int] = []
-    int_enum_first = [0]
     columns = []
     n_ints = n_floats = n_spans = 0
     for f, (name, spec) in enumerate(stream.fields.items()):
         path = f"streams.{stream.name}.fields.{name}"
+        row = fields[f]
         kd = _kind(spec)
-        kind[f] = kd
-        required[f] = spec.required
-        nullable[f] = spec.is_nullable
+        row[tb.F_KIND] = kd
+        row[tb.F_REQUIRED] = spec.required
+        row[tb.F_NULLABLE] = spec.is_nullable
+        row[tb.F_NAME_START] = len(text)
+        text += name.encode()
+        row[tb.F_NAME_END] = len(text)
         if kd in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
-            slot[f] = n_floats
+            row[tb.F_SLOT] = n_floats
             n_floats += 1
-            span_slot[f] = n_spans  # the literal's text, for the exact fallback
+            row[tb.F_SPAN] = n_spans  # the literal's text, for the exact fallback
             n_spans += 1
             if spec.min is not None:
-                float_lo[f] = float(spec.min)
+                float_bounds[f, 0] = float(spec.min)
             if spec.max is not None:
-                float_hi[f] = float(spec.max)
+                float_bounds[f, 1] = float(spec.max)
         elif kd in (tb.KIND_STRING, tb.KIND_BINARY, tb.KIND_JSON):
-            span_slot[f] = n_spans
+            row[tb.F_SPAN] = n_spans
             n_spans += 1
             if spec.min_length is not None:
-                min_len[f] = spec.min_length
+                row[tb.F_MIN_LEN] = spec.min_length
             if spec.max_length is not None:
-                max_len[f] = spec.max_length
+                row[tb.F_MAX_LEN] = spec.max_length
         else:
-            slot[f] = n_ints
+            row[tb.F_SLOT] = n_ints
             n_ints += 1
         if kd == tb.KIND_INT:
             lo, hi = _INT_BOUNDS[spec.type]
-            int_lo[f] = max(lo, spec.min) if spec.min is not None else lo
-            int_hi[f] = min(hi, spec.max) if spec.max is not None else hi
+            row[tb.F_INT_LO] = max(lo, spec.min) if spec.min is not None else lo
+            row[tb.F_INT_HI] = min(hi, spec.max) if spec.max is not None else hi
         elif kd == tb.KIND_UINT64:
-            uint_lo[f] = max(0, spec.min) if spec.min is not None else 0
-            uint_hi[f] = min(_INT_BOUNDS["uint64"][1], spec.max) if spec.max is not None else _INT_BOUNDS["uint64"][1]
+            top = _INT_BOUNDS["uint64"][1]
             if spec.max is not None and spec.max < 0:
-                uint_hi[f], uint_lo[f] = 0, 1  # nothing fits
+                uint_bounds[f] = (1, 0)  # nothing fits
+            else:
+                uint_bounds[f, 0] = max(0, spec.min) if spec.min is not None else 0
+                uint_bounds[f, 1] = min(top, spec.max) if spec.max is not None else top
         elif kd == tb.KIND_TIMESTAMP:
-            u, _ = parse_timestamp_type(spec.type)
-            unit[f] = _UNIT_TICKS[u]
-            frac_digits[f] = len(str(_UNIT_TICKS[u])) - 1
+            unit, _ = parse_timestamp_type(spec.type)
+            row[tb.F_UNIT] = _UNIT_TICKS[unit]
+            row[tb.F_FRAC_DIGITS] = len(str(_UNIT_TICKS[unit])) - 1
         elif kd == tb.KIND_DATE:
-            int_lo[f], int_hi[f] = _I32
+            row[tb.F_INT_LO], row[tb.F_INT_HI] = _I32
         if kd in (tb.KIND_TIMESTAMP, tb.KIND_DATE):
             if spec.min is not None:
-                int_lo[f] = max(int(int_lo[f]), _time_bound(spec.min, spec, f"{path}.min"))
+                row[tb.F_INT_LO] = max(int(row[tb.F_INT_LO]), _time_bound(spec.min, spec, f"{path}.min"))
             if spec.max is not None:
-                int_hi[f] = min(int(int_hi[f]), _time_bound(spec.max, spec, f"{path}.max"))
-        if spec.min is not None and spec.max is not None and not isinstance(spec.min, str):
-            if not isinstance(spec.max, str) and spec.min > spec.max:
-                raise ConfigError(f"{path}.min: {spec.min} is greater than max {spec.max}")
+                row[tb.F_INT_HI] = min(int(row[tb.F_INT_HI]), _time_bound(spec.max, spec, f"{path}.max"))
+        lo_text, hi_text = isinstance(spec.min, str), isinstance(spec.max, str)
+        if spec.min is not None and spec.max is not None and not (lo_text or hi_text) and spec.min > spec.max:
+            raise ConfigError(f"{path}.min: {spec.min} is greater than max {spec.max}")
         enum_values: tuple[str, ...] = ()
+        row[tb.F_ENUM_FIRST] = len(spans) // 2
         if kd == tb.KIND_ENUM:
             enum_values = tuple(spec.enum)
-            enum_strings.extend(v.encode() for v in enum_values)
-        elif spec.enum is not None:
+            for v in enum_values:
+                spans.append(len(text))
+                text += v.encode()
+                spans.append(len(text))
+        row[tb.F_ENUM_LAST] = len(spans) // 2
+        if kd != tb.KIND_ENUM and spec.enum is not None:
+            row[tb.F_INT_ENUM_FIRST] = len(int_enum)
             int_enum.extend(spec.enum)
-        enum_first.append(len(enum_strings))
-        int_enum_first.append(len(int_enum))
-        columns.append(Column(name, f, spec, kd, int(slot[f]), int(span_slot[f]), _arrow_type(spec), enum_values))
+            row[tb.F_INT_ENUM_LAST] = len(int_enum)
+        columns.append(Column(name, f, spec, kd, int(row[tb.F_SLOT]), int(row[tb.F_SPAN]), _arrow_type(spec), enum_values))
 
-    names = [n.encode() for n in stream.fields]
+    # one pool for enum spans and allowed integers: integers go after the spans
+    base = len(spans)
+    fields[:, tb.F_INT_ENUM_FIRST] += base
+    fields[:, tb.F_INT_ENUM_LAST] += base
     tables = tb.SchemaTables(
-        kind=kind,
-        slot=slot,
-        span_slot=span_slot,
-        required=required,
-        nullable=nullable,
-        int_lo=int_lo,
-        int_hi=int_hi,
-        uint_lo=uint_lo,
-        uint_hi=uint_hi,
-        float_lo=float_lo,
-        float_hi=float_hi,
-        min_len=min_len,
-        max_len=max_len,
-        unit=unit,
-        frac_digits=frac_digits,
-        name_bytes=np.frombuffer(b"".join(names) or b"\0", np.uint8).copy(),
-        name_off=np.concatenate([[0], np.cumsum([len(n) for n in names])]).astype(np.int64),
-        enum_bytes=np.frombuffer(b"".join(enum_strings) or b"\0", np.uint8).copy(),
-        enum_off=np.concatenate([[0], np.cumsum([len(s) for s in enum_strings], dtype=np.int64)]).astype(np.int64),
-        enum_first=np.array(enum_first, np.int64),
-        int_enum=np.array(int_enum or [0], np.int64),
-        int_enum_first=np.array(int_enum_first, np.int64),
-        options=np.array([stream.unknown_fields == "reject", stream.limits.max_depth], np.int64),
+        fields=fields,
+        float_bounds=float_bounds,
+        uint_bounds=uint_bounds,
+        text=np.frombuffer(bytes(text) or b"\0", np.uint8).copy(),
+        lists=np.array(spans + int_enum + [0], np.int64),
+        reject_unknown=stream.unknown_fields == "reject",
+        max_depth=int(stream.limits.max_depth),
     )
     arrow_schema = pa.schema(
         [pa.field(c.name, c.arrow_type, nullable=c.spec.is_nullable or not c.spec.required) for c in columns],

@@ -29,6 +29,7 @@ from kernels.errors import (
     UNKNOWN_FIELD,
     UNKNOWN_KEY,
 )
+from kernels.bits import unowned
 from kernels.numeric import (
     FLOAT_FALLBACK,
     FLOAT_OVERFLOW,
@@ -53,6 +54,28 @@ from kernels.status import (
 )
 from kernels.strings import bytes_equal, base64_decoded_length, hash_bytes, scan_string, unescape
 from kernels.tables import (
+    ERR_CODE,
+    ERR_FIELD,
+    ERR_KEY_END,
+    ERR_KEY_START,
+    ERR_POS,
+    F_ENUM_FIRST,
+    F_ENUM_LAST,
+    F_FRAC_DIGITS,
+    F_INT_ENUM_FIRST,
+    F_INT_ENUM_LAST,
+    F_INT_HI,
+    F_INT_LO,
+    F_KIND,
+    F_MAX_LEN,
+    F_MIN_LEN,
+    F_NAME_END,
+    F_NAME_START,
+    F_NULLABLE,
+    F_REQUIRED,
+    F_SLOT,
+    F_SPAN,
+    F_UNIT,
     KIND_BINARY,
     KIND_BOOL,
     KIND_DATE,
@@ -64,8 +87,9 @@ from kernels.tables import (
     KIND_STRING,
     KIND_TIMESTAMP,
     KIND_UINT64,
-    OPT_MAX_DEPTH,
-    OPT_REJECT_UNKNOWN,
+    SPAN_END,
+    SPAN_LEN,
+    SPAN_START,
     STATE_ABSENT,
     STATE_FLOAT_FALLBACK,
     STATE_NULL,
@@ -86,7 +110,7 @@ _RBRACKET = 93
 _QUOTE = 34
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def skip_ws(buf, p, end):
     """First position at or after p that is not JSON whitespace (space, tab, LF, CR)."""
     while p < end:
@@ -97,14 +121,14 @@ def skip_ws(buf, p, end):
     return p
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _fail(st, code, pos):
     st[ST_CODE] = code
     st[ST_POS] = pos
     return -1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _schema_fault(st, code, pos, field):
     """Record a schema-level fault unless the message already has one (first one wins)."""
     if st[ST_SEM_CODE] == OK:
@@ -113,7 +137,7 @@ def _schema_fault(st, code, pos, field):
         st[ST_SEM_FIELD] = field
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _literal(buf, p, end, st):
     """Check the literal true / false / null at p; return the position after it or -1."""
     c = buf[p]
@@ -135,7 +159,7 @@ def _literal(buf, p, end, st):
     return _fail(st, INVALID_JSON, p)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _decoded(buf, a, b, escaped, scratch, at):
     """The decoded text of string content buf[a:b] as (array, start, end): buf itself when
     there is no escape, else a copy decoded into scratch[at:]."""
@@ -182,9 +206,14 @@ def _key_seen(buf, a, b, escaped, i, obj, keys, scratch):
 
 
 @njit(nogil=True, cache=True)
-def skip_value(buf, p, end, depth, max_depth, i, st, stack, objs, keys, scratch):
+def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
     """Validate any JSON value at p (``depth`` containers already open); return the position
-    after it or -1. Checks duplicate keys in every object it meets."""
+    after it or -1. Checks duplicate keys in every object it meets.
+
+    The container stack lives in st after ST_SIZE: opening bytes, then object serials.
+    """
+    stack = ST_SIZE
+    objs = ST_SIZE + max_depth + 2
     sp = 0
     mode = 0  # 0: expect a value, 1: after a value, 2: expect a key
     while True:
@@ -196,10 +225,10 @@ def skip_value(buf, p, end, depth, max_depth, i, st, stack, objs, keys, scratch)
             if c == _LBRACE or c == _LBRACKET:
                 if depth + sp + 1 > max_depth:
                     return _fail(st, TOO_DEEP, p)
-                stack[sp] = c
+                st[stack + sp] = c
                 if c == _LBRACE:
                     st[ST_OBJECTS] += 1
-                    objs[sp] = st[ST_OBJECTS]
+                    st[objs + sp] = st[ST_OBJECTS]
                 sp += 1
                 p = skip_ws(buf, p + 1, end)
                 if p >= end:
@@ -232,7 +261,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, stack, objs, keys, scratch)
             if p >= end:
                 return _fail(st, INVALID_JSON, end)
             c = buf[p]
-            top = stack[sp - 1]
+            top = st[stack + sp - 1]
             if c == 44:  # ','
                 p += 1
                 mode = 2 if top == _LBRACE else 0
@@ -250,215 +279,218 @@ def skip_value(buf, p, end, depth, max_depth, i, st, stack, objs, keys, scratch)
             q = scan_string(buf, p, end, st)
             if q < 0:
                 return -1
-            if _key_seen(buf, p + 1, q - 1, st[ST_DLEN] != q - p - 2, i, objs[sp - 1], keys, scratch):
+            if _key_seen(buf, p + 1, q - 1, st[ST_DLEN] != q - p - 2, i, st[objs + sp - 1], keys, scratch):
                 _schema_fault(st, DUPLICATE_FIELD, p, NO_FIELD)
             p = skip_ws(buf, q, end)
             if p >= end or buf[p] != 58:  # ':'
-                return _fail(st, INVALID_JSON, p if p < end else end)
+                return _fail(st, INVALID_JSON, min(p, end))
             p += 1
             mode = 0
 
 
-@njit(nogil=True, cache=True)
-def match_field(x, a, b, T, hint):
+@njit(nogil=True, cache=True, inline="always")
+def match_field(x, a, b, fields, text, hint):
     """Index of the declared field named x[a:b] (decoded), or -1. Starts at ``hint``
     because producers usually send fields in the same order."""
-    k = T.kind.shape[0]
-    names = T.name_bytes
-    off = T.name_off
+    k = fields.shape[0]
     for j in range(k):
         f = hint + j
         if f >= k:
             f -= k
-        if bytes_equal(x, a, b, names, off[f], off[f + 1]):
+        if bytes_equal(x, a, b, text, fields[f, F_NAME_START], fields[f, F_NAME_END]):
             return f
     return -1
 
 
-@njit(nogil=True, cache=True)
-def _store_int(v, f, i, p, T, C, st):
+@njit(nogil=True, cache=True, inline="always")
+def _store_int(v, f, i, p, fields, lists, state, ints, st):
     """Check an int64 value against field f's rules and store it."""
-    code = check_range(v, T.int_lo[f], T.int_hi[f])
+    code = check_range(v, fields[f, F_INT_LO], fields[f, F_INT_HI])
     if code == OK:
-        code = check_int_enum(v, T.int_enum, T.int_enum_first[f], T.int_enum_first[f + 1])
+        code = check_int_enum(v, lists, fields[f, F_INT_ENUM_FIRST], fields[f, F_INT_ENUM_LAST])
     if code != OK:
         _schema_fault(st, code, p, f)
         return
-    C.ints[T.slot[f], i] = v
-    C.state[f, i] = STATE_VALUE
+    ints[fields[f, F_SLOT], i] = v
+    state[f, i] = STATE_VALUE
 
 
-@njit(nogil=True, cache=True)
-def _number_field(buf, p, q, f, i, T, C, st):
-    """Interpret the number literal buf[p:q] for field f of message i."""
-    kind = T.kind[f]
-    isint = st[ST_ISINT] == 1
-    if kind == KIND_FLOAT or kind == KIND_FLOAT32:
-        v, status = parse_float(buf, p, q)
-        if status == FLOAT_OVERFLOW:
-            _schema_fault(st, OUT_OF_RANGE, p, f)
-            return
-        if status == FLOAT_FALLBACK:
-            s = T.span_slot[f]
-            C.span_start[s, i] = p
-            C.span_end[s, i] = q
-            C.state[f, i] = STATE_FLOAT_FALLBACK
-            return
-        if kind == KIND_FLOAT32 and np.isinf(np.float32(v)):
-            _schema_fault(st, OUT_OF_RANGE, p, f)
-            return
-        if check_range(v, T.float_lo[f], T.float_hi[f]) != OK:
-            _schema_fault(st, OUT_OF_RANGE, p, f)
-            return
-        C.floats[T.slot[f], i] = v
-        C.state[f, i] = STATE_VALUE
+@njit(nogil=True, cache=True, inline="always")
+def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
+    """Interpret the number literal buf[p:q] for float field f of message i."""
+    v, status = parse_float(buf, p, q)
+    if status == FLOAT_OVERFLOW:
+        _schema_fault(st, OUT_OF_RANGE, p, f)
         return
-    if not isint:
-        _schema_fault(st, TYPE_MISMATCH, p, f)
+    if status == FLOAT_FALLBACK:
+        s = fields[f, F_SPAN]
+        spans[SPAN_START, s, i] = p
+        spans[SPAN_END, s, i] = q
+        state[f, i] = STATE_FLOAT_FALLBACK
         return
-    if kind == KIND_UINT64:
+    if fields[f, F_KIND] == KIND_FLOAT32 and np.isinf(np.float32(v)):
+        _schema_fault(st, OUT_OF_RANGE, p, f)
+        return
+    if check_range(v, fbounds[f, 0], fbounds[f, 1]) != OK:
+        _schema_fault(st, OUT_OF_RANGE, p, f)
+        return
+    floats[fields[f, F_SLOT], i] = v
+    state[f, i] = STATE_VALUE
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _integer_field(buf, p, q, f, i, fields, ubounds, lists, state, ints, st):
+    """Interpret the integer literal buf[p:q] for field f (integer, timestamp or date)."""
+    if fields[f, F_KIND] == KIND_UINT64:
         u, code = parse_uint64(buf, p, q)
-        if code == OK and (u < T.uint_lo[f] or u > T.uint_hi[f]):
+        if code == OK and (u < ubounds[f, 0] or u > ubounds[f, 1]):
             code = OUT_OF_RANGE
         if code != OK:
             _schema_fault(st, code, p, f)
             return
-        C.ints[T.slot[f], i] = np.int64(u)
-        C.state[f, i] = STATE_VALUE
+        ints[fields[f, F_SLOT], i] = np.int64(u)
+        state[f, i] = STATE_VALUE
         return
     v, code = parse_int64(buf, p, q)
     if code != OK:
         _schema_fault(st, INT_OVERFLOW, p, f)
         return
-    _store_int(v, f, i, p, T, C, st)
+    _store_int(v, f, i, p, fields, lists, state, ints, st)
 
 
-@njit(nogil=True, cache=True)
-def _string_field(buf, p, q, f, i, T, C, st, scratch):
+@njit(nogil=True, cache=True, inline="always")
+def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, scratch):
     """Interpret the string at buf[p:q] (quotes included) for field f of message i."""
-    kind = T.kind[f]
+    kind = fields[f, F_KIND]
     a = p + 1
     b = q - 1
     dlen = st[ST_DLEN]
     if kind == KIND_STRING:
-        code = check_length(st[ST_NCHARS], T.min_len[f], T.max_len[f])
+        code = check_length(st[ST_NCHARS], fields[f, F_MIN_LEN], fields[f, F_MAX_LEN])
         if code != OK:
             _schema_fault(st, code, p, f)
             return
-        s = T.span_slot[f]
-        C.span_start[s, i] = a
-        C.span_end[s, i] = b
-        C.span_len[s, i] = dlen
-        C.state[f, i] = STATE_VALUE
+        s = fields[f, F_SPAN]
+        spans[SPAN_START, s, i] = a
+        spans[SPAN_END, s, i] = b
+        spans[SPAN_LEN, s, i] = dlen
+        state[f, i] = STATE_VALUE
         return
     x, xa, xb = _decoded(buf, a, b, dlen != b - a, scratch, 0)
     if kind == KIND_ENUM:
-        k = enum_index(x, xa, xb, T.enum_bytes, T.enum_off, T.enum_first[f], T.enum_first[f + 1])
+        k = enum_index(x, xa, xb, text, lists, fields[f, F_ENUM_FIRST], fields[f, F_ENUM_LAST])
         if k < 0:
             _schema_fault(st, NOT_IN_ENUM, p, f)
             return
-        C.ints[T.slot[f], i] = k
-        C.state[f, i] = STATE_VALUE
+        ints[fields[f, F_SLOT], i] = k
+        state[f, i] = STATE_VALUE
     elif kind == KIND_BINARY:
         n = base64_decoded_length(x, xa, xb)
         if n < 0:
             _schema_fault(st, TYPE_MISMATCH, p, f)
             return
-        code = check_length(n, T.min_len[f], T.max_len[f])
+        code = check_length(n, fields[f, F_MIN_LEN], fields[f, F_MAX_LEN])
         if code != OK:
             _schema_fault(st, code, p, f)
             return
-        s = T.span_slot[f]
-        C.span_start[s, i] = a
-        C.span_end[s, i] = b
-        C.span_len[s, i] = n
-        C.state[f, i] = STATE_VALUE
+        s = fields[f, F_SPAN]
+        spans[SPAN_START, s, i] = a
+        spans[SPAN_END, s, i] = b
+        spans[SPAN_LEN, s, i] = n
+        state[f, i] = STATE_VALUE
     elif kind == KIND_TIMESTAMP:
-        v, code = parse_rfc3339(x, xa, xb, T.unit[f], T.frac_digits[f])
+        v, code = parse_rfc3339(x, xa, xb, fields[f, F_UNIT], fields[f, F_FRAC_DIGITS])
         if code != OK:
             _schema_fault(st, code, p, f)
             return
-        _store_int(v, f, i, p, T, C, st)
+        _store_int(v, f, i, p, fields, lists, state, ints, st)
     else:  # KIND_DATE
         v, code = parse_date(x, xa, xb)
         if code != OK:
             _schema_fault(st, code, p, f)
             return
-        _store_int(v, f, i, p, T, C, st)
+        _store_int(v, f, i, p, fields, lists, state, ints, st)
 
 
-@njit(nogil=True, cache=True)
-def parse_field_value(buf, p, end, f, i, T, C, st, stack, objs, keys, scratch):
+@njit(nogil=True, cache=True, inline="always")
+def parse_field_value(
+    buf, p, end, f, i, fields, fbounds, ubounds, text, lists, max_depth, state, ints, floats, spans, st, keys, scratch
+):
     """Parse the value at p for declared field f of message i; return the position after it
     or -1 on a syntax fault. Schema faults are recorded in st and parsing goes on."""
-    kind = T.kind[f]
+    kind = fields[f, F_KIND]
     c = buf[p]
     if c == 110:  # null
         q = _literal(buf, p, end, st)
         if q < 0:
             return -1
-        if T.nullable[f]:
-            C.state[f, i] = STATE_NULL
+        if fields[f, F_NULLABLE]:
+            state[f, i] = STATE_NULL
         else:
-            _schema_fault(st, MISSING_REQUIRED if T.required[f] else TYPE_MISMATCH, p, f)
+            _schema_fault(st, MISSING_REQUIRED if fields[f, F_REQUIRED] else TYPE_MISMATCH, p, f)
         return q
     if kind == KIND_JSON:
-        q = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+        q = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
         if q < 0:
             return -1
-        s = T.span_slot[f]
-        C.span_start[s, i] = p
-        C.span_end[s, i] = q
-        C.span_len[s, i] = q - p
-        C.state[f, i] = STATE_VALUE
+        s = fields[f, F_SPAN]
+        spans[SPAN_START, s, i] = p
+        spans[SPAN_END, s, i] = q
+        spans[SPAN_LEN, s, i] = q - p
+        state[f, i] = STATE_VALUE
         return q
-    numeric = (
-        kind == KIND_INT
-        or kind == KIND_UINT64
-        or kind == KIND_FLOAT
-        or kind == KIND_FLOAT32
-        or kind == KIND_TIMESTAMP
-        or kind == KIND_DATE
-    )
-    if numeric and (c == 45 or 48 <= c <= 57):
-        q = scan_number(buf, p, end, st)
-        if q < 0:
-            return -1
-        _number_field(buf, p, q, f, i, T, C, st)
-        return q
-    textual = (
-        kind == KIND_STRING
-        or kind == KIND_ENUM
-        or kind == KIND_BINARY
-        or kind == KIND_TIMESTAMP
-        or kind == KIND_DATE
-    )
-    if textual and c == _QUOTE:
-        q = scan_string(buf, p, end, st)
-        if q < 0:
-            return -1
-        _string_field(buf, p, q, f, i, T, C, st, scratch)
-        return q
-    if kind == KIND_BOOL and (c == 116 or c == 102):
+    if c == 45 or 48 <= c <= 57:
+        if kind == KIND_FLOAT or kind == KIND_FLOAT32:
+            q = scan_number(buf, p, end, st)
+            if q < 0:
+                return -1
+            _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st)
+            return q
+        if kind == KIND_INT or kind == KIND_UINT64 or kind == KIND_TIMESTAMP or kind == KIND_DATE:
+            q = scan_number(buf, p, end, st)
+            if q < 0:
+                return -1
+            if st[ST_ISINT] == 1:
+                _integer_field(buf, p, q, f, i, fields, ubounds, lists, state, ints, st)
+            else:
+                _schema_fault(st, TYPE_MISMATCH, p, f)
+            return q
+    elif c == _QUOTE:
+        if (
+            kind == KIND_STRING
+            or kind == KIND_ENUM
+            or kind == KIND_BINARY
+            or kind == KIND_TIMESTAMP
+            or kind == KIND_DATE
+        ):
+            q = scan_string(buf, p, end, st)
+            if q < 0:
+                return -1
+            _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, scratch)
+            return q
+    elif (c == 116 or c == 102) and kind == KIND_BOOL:
         q = _literal(buf, p, end, st)
         if q < 0:
             return -1
-        C.ints[T.slot[f], i] = 1 if c == 116 else 0
-        C.state[f, i] = STATE_VALUE
+        ints[fields[f, F_SLOT], i] = 1 if c == 116 else 0
+        state[f, i] = STATE_VALUE
         return q
     _schema_fault(st, TYPE_MISMATCH, p, f)
-    return skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+    return skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
 
 
-@njit(nogil=True, cache=True)
-def _object_members(buf, p, end, i, T, C, st, stack, objs, keys, scratch):
+@njit(nogil=True, cache=True, inline="always")
+def _object_members(
+    buf, p, end, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
+    state, ints, floats, spans, st, keys, scratch,
+):  # fmt: skip
     """Parse the members of the top-level object whose '{' is just before p; return the
     position after its '}' or -1."""
     p = skip_ws(buf, p, end)
     if p < end and buf[p] == _RBRACE:
         return p + 1
     hint = 0
-    nfields = T.kind.shape[0]
+    nfields = fields.shape[0]
     while True:
         if p >= end or buf[p] != _QUOTE:
             return _fail(st, INVALID_JSON, min(p, end))
@@ -469,7 +501,7 @@ def _object_members(buf, p, end, i, T, C, st, stack, objs, keys, scratch):
         b = q - 1
         escaped = st[ST_DLEN] != b - a
         x, xa, xb = _decoded(buf, a, b, escaped, scratch, 0)
-        f = match_field(x, xa, xb, T, hint)
+        f = match_field(x, xa, xb, fields, text, hint)
         key_pos = p
         p = skip_ws(buf, q, end)
         if p >= end or buf[p] != 58:
@@ -479,21 +511,25 @@ def _object_members(buf, p, end, i, T, C, st, stack, objs, keys, scratch):
             return _fail(st, INVALID_JSON, end)
         if f >= 0:
             hint = f + 1 if f + 1 < nfields else 0
-            if C.state[f, i] != STATE_ABSENT:
+            if state[f, i] != STATE_ABSENT:
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, f)
-                p = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+                p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
             else:
-                p = parse_field_value(buf, p, end, f, i, T, C, st, stack, objs, keys, scratch)
+                p = parse_field_value(
+                    buf, p, end, f, i, fields, fbounds, ubounds, text, lists, max_depth,
+                    state, ints, floats, spans, st, keys, scratch,
+                )  # fmt: skip
         else:
-            if T.options[OPT_REJECT_UNKNOWN] and st[ST_SEM_CODE] == OK:
+            if reject_unknown and st[ST_SEM_CODE] == OK:
                 _schema_fault(st, UNKNOWN_FIELD, key_pos, UNKNOWN_KEY)
                 st[ST_SEM_KEY_START] = a
                 st[ST_SEM_KEY_END] = b
             elif _key_seen(buf, a, b, escaped, i, 0, keys, scratch):
+                if st[ST_SEM_CODE] == OK:
+                    st[ST_SEM_KEY_START] = a
+                    st[ST_SEM_KEY_END] = b
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, UNKNOWN_KEY)
-                st[ST_SEM_KEY_START] = a
-                st[ST_SEM_KEY_END] = b
-            p = skip_value(buf, p, end, 1, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+            p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
         if p < 0:
             return -1
         p = skip_ws(buf, p, end)
@@ -508,47 +544,47 @@ def _object_members(buf, p, end, i, T, C, st, stack, objs, keys, scratch):
             return _fail(st, INVALID_JSON, p)
 
 
-@njit(nogil=True, cache=True)
-def parse_message(buf, s, e, i, T, C, st, stack, objs, keys, scratch):
-    """Parse message i = buf[s:e] into row i of C and set its verdict."""
+@njit(nogil=True, cache=True, inline="always")
+def parse_message(
+    buf, s, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
+    state, ints, floats, spans, errors, st, keys, scratch,
+):  # fmt: skip
+    """Parse message i = buf[s:e] into column i of the outputs and set its verdict."""
     st[ST_SEM_CODE] = OK
     st[ST_OBJECTS] = 0
     p = skip_ws(buf, s, e)
     if p < e and buf[p] == _LBRACE:
-        if T.options[OPT_MAX_DEPTH] < 1:
-            q = _fail(st, TOO_DEEP, p)
-        else:
-            q = _object_members(buf, p + 1, e, i, T, C, st, stack, objs, keys, scratch)
+        q = _object_members(
+            buf, p + 1, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
+            state, ints, floats, spans, st, keys, scratch,
+        )  # fmt: skip
         if q >= 0:
             q = skip_ws(buf, q, e)
             if q != e:
                 q = _fail(st, INVALID_JSON, q)
     else:
-        q = skip_value(buf, p, e, 0, T.options[OPT_MAX_DEPTH], i, st, stack, objs, keys, scratch)
+        q = skip_value(buf, p, e, 0, max_depth, i, st, keys, scratch)
         if q >= 0:
             q = skip_ws(buf, q, e)
-            if q != e:
-                q = _fail(st, INVALID_JSON, q)
-            else:
-                q = _fail(st, NOT_AN_OBJECT, p)
+            q = _fail(st, INVALID_JSON, q) if q != e else _fail(st, NOT_AN_OBJECT, p)
     if q < 0:
-        C.error[i] = st[ST_CODE]
-        C.error_pos[i] = st[ST_POS] - s
-        C.error_field[i] = NO_FIELD
+        errors[ERR_CODE, i] = st[ST_CODE]
+        errors[ERR_POS, i] = st[ST_POS] - s
+        errors[ERR_FIELD, i] = NO_FIELD
         return
     if st[ST_SEM_CODE] == OK:
-        for f in range(T.kind.shape[0]):
-            if T.required[f] and C.state[f, i] == STATE_ABSENT:
+        for f in range(fields.shape[0]):
+            if fields[f, F_REQUIRED] and state[f, i] == STATE_ABSENT:
                 _schema_fault(st, MISSING_REQUIRED, e, f)
                 break
     code = st[ST_SEM_CODE]
-    C.error[i] = code
+    errors[ERR_CODE, i] = code
     if code != OK:
-        C.error_pos[i] = st[ST_SEM_POS] - s
-        C.error_field[i] = st[ST_SEM_FIELD]
+        errors[ERR_POS, i] = st[ST_SEM_POS] - s
+        errors[ERR_FIELD, i] = st[ST_SEM_FIELD]
         if st[ST_SEM_FIELD] == UNKNOWN_KEY:
-            C.error_key_start[i] = st[ST_SEM_KEY_START]
-            C.error_key_end[i] = st[ST_SEM_KEY_END]
+            errors[ERR_KEY_START, i] = st[ST_SEM_KEY_START]
+            errors[ERR_KEY_END, i] = st[ST_SEM_KEY_END]
 
 
 @njit(nogil=True, parallel=True, cache=True)
@@ -557,8 +593,20 @@ def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
 
     C.state must arrive zeroed; every other output is written where it is meaningful.
     """
+    buf = unowned(buf)
+    fields = unowned(T.fields)
+    fbounds = unowned(T.float_bounds)
+    ubounds = unowned(T.uint_bounds)
+    text = unowned(T.text)
+    lists = unowned(T.lists)
+    reject_unknown = T.reject_unknown
+    max_depth = T.max_depth
+    state = unowned(C.state)
+    ints = unowned(C.ints)
+    floats = unowned(C.floats)
+    spans = unowned(C.spans)
+    errors = unowned(C.errors)
     n = starts.shape[0]
-    max_depth = T.options[OPT_MAX_DEPTH]
     for c in prange(nchunks):
         lo = c * n // nchunks
         hi = (c + 1) * n // nchunks
@@ -567,20 +615,26 @@ def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
             length = ends[i] - starts[i]
             if length <= max_message_bytes and length > longest:
                 longest = length
-        scratch = np.empty(2 * longest + 16, np.uint8)
+        scratch_owned = np.empty(2 * longest + 16, np.uint8)
         cap = 16
         while cap < 2 * (longest // 4 + 2):
             cap *= 2
-        keys = np.full((cap, 5), -1, np.int64)
-        st = np.zeros(ST_SIZE, np.int64)
-        stack = np.empty(max_depth + 2, np.uint8)
-        objs = np.empty(max_depth + 2, np.int64)
+        keys_owned = np.full((cap, 5), -1, np.int64)
+        st_owned = np.zeros(ST_SIZE + 2 * (max_depth + 2), np.int64)
+        scratch = unowned(scratch_owned)
+        keys = unowned(keys_owned)
+        st = unowned(st_owned)
         for i in range(lo, hi):
             s = starts[i]
             e = ends[i]
             if e - s > max_message_bytes:
-                C.error[i] = TOO_LARGE
-                C.error_pos[i] = 0
-                C.error_field[i] = NO_FIELD
+                errors[ERR_CODE, i] = TOO_LARGE
+                errors[ERR_POS, i] = 0
+                errors[ERR_FIELD, i] = NO_FIELD
             else:
-                parse_message(buf, s, e, i, T, C, st, stack, objs, keys, scratch)
+                parse_message(
+                    buf, s, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
+                    state, ints, floats, spans, errors, st, keys, scratch,
+                )  # fmt: skip
+        # keep the chunk's scratch alive (and owned) until its unowned views are done with
+        scratch_owned[0] = keys_owned[0, 0] + st_owned[0]

@@ -65,7 +65,7 @@ _I64_MAX_DIV10 = 922337203685477580
 _I64_MIN = -9223372036854775807 - 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def scan_number(buf, p, end, st):
     """Check the RFC 8259 number grammar at ``p``; return the end of the literal or -1.
 
@@ -118,7 +118,7 @@ def scan_number(buf, p, end, st):
     return q
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def parse_int64(buf, a, b):
     """Value of the integer literal buf[a:b] (grammar already checked): (value, OK | INT_OVERFLOW)."""
     neg = buf[a] == 45

@@ -201,7 +201,7 @@ def unescape(buf, a, b, out, o):
     return o
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def bytes_equal(x, a, b, y, c, d):
     """x[a:b] == y[c:d]."""
     if b - a != d - c:

@@ -1,16 +1,17 @@
 """The array layout shared by engine/schema.py (which builds it) and the parse kernels.
 
-A schema reaches the kernels as ``SchemaTables``: one entry per declared field in each
-array, plus byte tables for names and enum values. A batch's results come back in
-``BatchColumns``: one row per output slot, one column per message. Both are namedtuples of
-arrays so Numba compiles one signature for every schema.
+A schema reaches the kernels as a handful of packed arrays (``SchemaTables``): one row per
+declared field in ``fields`` (int64 columns named F_*), float and uint64 bounds beside it,
+and two pools — ``text`` for field names and enum strings, ``lists`` for enum string spans
+and allowed integers. A batch's results come back in ``BatchColumns``. Few, packed arrays
+matter: every array a Numba function receives costs reference counting on each call.
 """
 
 from collections import namedtuple
 
 # Field kinds: how the kernel reads a value and where it stores it.
-KIND_INT = 0  # int8..int64 and uint8..uint32: int64 slot, bounds in int_lo/int_hi
-KIND_UINT64 = 1  # uint64: int64 slot holding the bits, bounds in uint_lo/uint_hi
+KIND_INT = 0  # int8..int64 and uint8..uint32: int64 slot, bounds in F_INT_LO/F_INT_HI
+KIND_UINT64 = 1  # uint64: int64 slot holding the bits, bounds in uint_bounds
 KIND_FLOAT = 2  # float64: float slot (+ span slot for the exact fallback)
 KIND_FLOAT32 = 3  # float32: as float64, then checked to fit float32
 KIND_BOOL = 4  # int64 slot, 0/1
@@ -18,8 +19,28 @@ KIND_STRING = 5  # span slot (decoded length)
 KIND_ENUM = 6  # int64 slot holding the dictionary index
 KIND_BINARY = 7  # span slot (base64 text, decoded length)
 KIND_JSON = 8  # span slot (raw value text)
-KIND_TIMESTAMP = 9  # int64 slot, ticks of `unit` per second
+KIND_TIMESTAMP = 9  # int64 slot, ticks of F_UNIT per second
 KIND_DATE = 10  # int64 slot, days since epoch
+
+# Columns of SchemaTables.fields
+F_KIND = 0
+F_SLOT = 1  # row in ints / floats, or -1
+F_SPAN = 2  # row in spans, or -1
+F_REQUIRED = 3
+F_NULLABLE = 4
+F_INT_LO = 5
+F_INT_HI = 6
+F_MIN_LEN = 7  # characters for strings, bytes for binary
+F_MAX_LEN = 8
+F_UNIT = 9  # timestamp ticks per second
+F_FRAC_DIGITS = 10  # log10(F_UNIT)
+F_NAME_START = 11  # the field's UTF-8 name is text[F_NAME_START:F_NAME_END]
+F_NAME_END = 12
+F_ENUM_FIRST = 13  # enum string k is text[lists[2k]:lists[2k+1]], k in [F_ENUM_FIRST, F_ENUM_LAST)
+F_ENUM_LAST = 14
+F_INT_ENUM_FIRST = 15  # allowed integers are lists[F_INT_ENUM_FIRST:F_INT_ENUM_LAST]
+F_INT_ENUM_LAST = 16
+F_COLUMNS = 17
 
 # Per-field value states in BatchColumns.state
 STATE_ABSENT = 0
@@ -27,36 +48,31 @@ STATE_NULL = 1
 STATE_VALUE = 2
 STATE_FLOAT_FALLBACK = 3  # a float the kernel left for the exact fallback
 
+# Rows of BatchColumns.spans
+SPAN_START = 0
+SPAN_END = 1
+SPAN_LEN = 2  # decoded / output byte length
+
+# Rows of BatchColumns.errors
+ERR_CODE = 0  # 0: accepted
+ERR_FIELD = 1  # field index, NO_FIELD or UNKNOWN_KEY
+ERR_POS = 2  # byte position of the fault inside the message
+ERR_KEY_START = 3  # unknown key span (absolute), for UNKNOWN_KEY
+ERR_KEY_END = 4
+ERR_ROWS = 5
+
 SchemaTables = namedtuple(
     "SchemaTables",
     [
-        "kind",  # int64[K]
-        "slot",  # int64[K] row in ints / floats
-        "span_slot",  # int64[K] row in span_start/span_end/span_len, or -1
-        "required",  # uint8[K]
-        "nullable",  # uint8[K]
-        "int_lo",  # int64[K]
-        "int_hi",  # int64[K]
-        "uint_lo",  # uint64[K]
-        "uint_hi",  # uint64[K]
-        "float_lo",  # float64[K]
-        "float_hi",  # float64[K]
-        "min_len",  # int64[K] characters for strings, bytes for binary
-        "max_len",  # int64[K]
-        "unit",  # int64[K] timestamp ticks per second
-        "frac_digits",  # int64[K] log10(unit)
-        "name_bytes",  # uint8[*] UTF-8 field names, concatenated
-        "name_off",  # int64[K+1]
-        "enum_bytes",  # uint8[*] UTF-8 enum strings, concatenated
-        "enum_off",  # int64[V+1] offsets of each enum string
-        "enum_first",  # int64[K+1] field f's strings are enum_first[f]:enum_first[f+1]
-        "int_enum",  # int64[*] allowed integers
-        "int_enum_first",  # int64[K+1] field f's integers are int_enum_first[f]:[f+1]
-        "options",  # int64[2]: reject_unknown, max_depth
+        "fields",  # int64[K, F_COLUMNS]
+        "float_bounds",  # float64[K, 2] min, max
+        "uint_bounds",  # uint64[K, 2] min, max
+        "text",  # uint8[*] names and enum strings
+        "lists",  # int64[*] enum string spans and allowed integers
+        "reject_unknown",  # bool
+        "max_depth",  # int
     ],
 )
-OPT_REJECT_UNKNOWN = 0
-OPT_MAX_DEPTH = 1
 
 BatchColumns = namedtuple(
     "BatchColumns",
@@ -64,13 +80,7 @@ BatchColumns = namedtuple(
         "state",  # uint8[K, n]
         "ints",  # int64[Ki, n]
         "floats",  # float64[Kf, n]
-        "span_start",  # int64[Ks, n]
-        "span_end",  # int64[Ks, n]
-        "span_len",  # int64[Ks, n] decoded/output byte length
-        "error",  # int64[n] error code (0: accepted)
-        "error_field",  # int64[n] field index, NO_FIELD or UNKNOWN_KEY
-        "error_pos",  # int64[n] byte position of the fault inside the message
-        "error_key_start",  # int64[n] unknown key span (absolute), for UNKNOWN_KEY
-        "error_key_end",  # int64[n]
+        "spans",  # int64[3, Ks, n]
+        "errors",  # int64[ERR_ROWS, n]
     ],
 )
