@@ -91,7 +91,9 @@ def _column(col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarra
         return pa.Array.from_buffers(col.arrow_type, m, [validity, pa.py_buffer(values)])
     values = _take(cols.ints[col.slot], rows)
     if kind == tb.KIND_BOOL:
-        return pa.Array.from_buffers(pa.bool_(), m, [validity, pa.py_buffer(np.packbits(values == 1, bitorder="little"))])
+        return pa.Array.from_buffers(
+            pa.bool_(), m, [validity, pa.py_buffer(np.packbits(values == 1, bitorder="little"))]
+        )
     if kind == tb.KIND_ENUM:
         indices = pa.Array.from_buffers(pa.int32(), m, [validity, pa.py_buffer(values.astype(np.int32))])
         return pa.DictionaryArray.from_arrays(indices, pa.array(col.enum_values, pa.string()))

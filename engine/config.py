@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -47,7 +47,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Bound = Union[int, float, str]
+Bound = int | float | str
 
 
 class FieldSpec(_Model):
@@ -60,7 +60,7 @@ class FieldSpec(_Model):
     max: Bound | None = None
     min_length: int | None = Field(default=None, ge=0)
     max_length: int | None = Field(default=None, ge=0)
-    enum: list[Union[str, int]] | None = Field(default=None, min_length=1)
+    enum: list[str | int] | None = Field(default=None, min_length=1)
 
     @field_validator("type")
     @classmethod
@@ -184,7 +184,7 @@ class ListenSpec(_Model):
 class KernelSpec(_Model):
     """Kernel threads: ``auto`` uses every core Numba sees."""
 
-    threads: Union[int, Literal["auto"]] = "auto"
+    threads: int | Literal["auto"] = "auto"
 
     @field_validator("threads")
     @classmethod
@@ -224,9 +224,7 @@ class Config(_Model):
                 )
         for k, listener in enumerate(self.listen):
             if listener.kind == "tcp" and listener.stream not in self.streams:
-                raise ValueError(
-                    f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}"
-                )
+                raise ValueError(f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}")
         return self
 
 

@@ -19,7 +19,7 @@ from engine.config import StreamConfig
 from engine.schema import CompiledSchema, compile_schema
 from kernels import tables as tb
 from kernels.errors import ERROR_NAMES, INVALID_JSON, INVALID_UTF8, NOT_AN_OBJECT, OK, OUT_OF_RANGE, TOO_DEEP, TOO_LARGE
-from kernels.framing import frame_lines, frame_length_prefixed
+from kernels.framing import frame_length_prefixed, frame_lines
 from kernels.jsonparse import parse_batch
 
 _SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
@@ -49,12 +49,18 @@ class ParseResult:
 
 
 def as_uint8(data: Bytes) -> np.ndarray:
-    """A read-only uint8 view of bytes-like data, without copying."""
+    """A read-only, contiguous uint8 view of bytes-like data, without copying.
+
+    Always read-only so the kernels see one array type and compile one signature.
+    """
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8 or data.ndim != 1:
             raise TypeError("expected a 1-D uint8 array")
-        return data
-    return np.frombuffer(data, np.uint8)
+        view = np.ascontiguousarray(data).view()
+    else:
+        view = np.frombuffer(data, np.uint8)
+    view.flags.writeable = False
+    return view
 
 
 def _threads_chunks(n: int) -> int:
@@ -114,9 +120,19 @@ class Parser:
         return self.parse_spans(buf, starts, ends)
 
     def parse_spans(
-        self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, blank: int = 0, base: int = 0, first_index: int = 0
+        self,
+        buf: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        *,
+        blank: int = 0,
+        base: int = 0,
+        first_index: int = 0,
     ) -> ParseResult:
         """Parse messages buf[starts[i]:ends[i]]: the entry point for arenas and listeners."""
+        buf = as_uint8(buf)
+        starts = np.ascontiguousarray(starts, np.int64)
+        ends = np.ascontiguousarray(ends, np.int64)
         cols = self._allocate(len(starts))
         parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
         self._exact_float_fallback(buf, starts, cols)
@@ -152,7 +168,7 @@ class Parser:
         this loop runs over a handful of values per batch, not over messages.
         """
         fields, rows = np.nonzero(cols.state == tb.STATE_FLOAT_FALLBACK)
-        for f, i in zip(fields.tolist(), rows.tolist()):
+        for f, i in zip(fields.tolist(), rows.tolist(), strict=True):
             col = self.compiled.columns[f]
             a = cols.spans[tb.SPAN_START, col.span_slot, i]
             b = cols.spans[tb.SPAN_END, col.span_slot, i]

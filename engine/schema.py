@@ -54,7 +54,13 @@ def _arrow_type(spec: FieldSpec) -> pa.DataType:
         return pa.dictionary(pa.int32(), pa.string())
     if t in INT_TYPES or t in FLOAT_TYPES:
         return pa.from_numpy_dtype(np.dtype(t))
-    simple = {"bool": pa.bool_(), "string": pa.string(), "binary": pa.binary(), "json": pa.string(), "date32": pa.date32()}
+    simple = {
+        "bool": pa.bool_(),
+        "string": pa.string(),
+        "binary": pa.binary(),
+        "json": pa.string(),
+        "date32": pa.date32(),
+    }
     if t in simple:
         return simple[t]
     unit, tz = parse_timestamp_type(t)
@@ -92,7 +98,9 @@ def _time_bound(v: int | str, spec: FieldSpec, path: str) -> int:
         micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
         return micros * _UNIT_TICKS[unit] // 1_000_000
     except ValueError as exc:
-        raise ConfigError(f"{path}: expected an RFC 3339 date-time (or YYYY-MM-DD for date32); got {v!r} ({exc})") from None
+        raise ConfigError(
+            f"{path}: expected an RFC 3339 date-time (or YYYY-MM-DD for date32); got {v!r} ({exc})"
+        ) from None
 
 
 def compile_schema(stream: StreamConfig) -> CompiledSchema:
@@ -178,7 +186,9 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
             row[tb.F_INT_ENUM_FIRST] = len(int_enum)
             int_enum.extend(spec.enum)
             row[tb.F_INT_ENUM_LAST] = len(int_enum)
-        columns.append(Column(name, f, spec, kd, int(row[tb.F_SLOT]), int(row[tb.F_SPAN]), _arrow_type(spec), enum_values))
+        columns.append(
+            Column(name, f, spec, kd, int(row[tb.F_SLOT]), int(row[tb.F_SPAN]), _arrow_type(spec), enum_values)
+        )
 
     # one pool for enum spans and allowed integers: integers go after the spans
     base = len(spans)

@@ -54,7 +54,7 @@ def frame_lines(buf, start, end, final, nchunks):
     """
     nl = _newline_positions(buf, start, end, nchunks)
     nlines = nl.shape[0]
-    tail = final and (nlines == 0 or nl[nlines - 1] + 1 < end)
+    tail = final and end > (nl[nlines - 1] + 1 if nlines > 0 else start)
     total = nlines + (1 if tail else 0)
     line_start = np.empty(total, np.int64)
     line_end = np.empty(total, np.int64)
@@ -89,9 +89,7 @@ def frame_length_prefixed(buf, start, end):
     n = 0
     p = start
     while p + 4 <= end:
-        length = (
-            (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
-        )
+        length = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
         if p + 4 + length > end:
             break
         n += 1
@@ -100,9 +98,7 @@ def frame_length_prefixed(buf, start, end):
     ends = np.empty(n, np.int64)
     p = start
     for k in range(n):
-        length = (
-            (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
-        )
+        length = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
         starts[k] = p + 4
         ends[k] = p + 4 + length
         p += 4 + length

@@ -27,8 +27,9 @@ def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
         longest = 0
         if mode == COPY_BASE64:
             for j in range(lo, hi):
-                i = rows[j]
-                longest = max(longest, span_end[i] - span_start[i])
+                if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
+                    i = rows[j]
+                    longest = max(longest, span_end[i] - span_start[i])
         scratch = np.empty(longest + 8, np.uint8)
         for j in range(lo, hi):
             o = offsets[j]

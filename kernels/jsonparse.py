@@ -13,6 +13,7 @@ or declared ``json``.
 import numpy as np
 from numba import njit, prange
 
+from kernels.bits import unowned
 from kernels.errors import (
     DUPLICATE_FIELD,
     INT_OVERFLOW,
@@ -29,7 +30,6 @@ from kernels.errors import (
     UNKNOWN_FIELD,
     UNKNOWN_KEY,
 )
-from kernels.bits import unowned
 from kernels.numeric import (
     FLOAT_FALLBACK,
     FLOAT_OVERFLOW,
@@ -52,7 +52,7 @@ from kernels.status import (
     ST_SEM_POS,
     ST_SIZE,
 )
-from kernels.strings import bytes_equal, base64_decoded_length, hash_bytes, scan_string, unescape
+from kernels.strings import base64_decoded_length, bytes_equal, hash_bytes, scan_string, unescape
 from kernels.tables import (
     ERR_CODE,
     ERR_FIELD,
@@ -145,13 +145,7 @@ def _literal(buf, p, end, st):
         if p + 4 <= end and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:
             return p + 4
     elif c == 102:  # false
-        if (
-            p + 5 <= end
-            and buf[p + 1] == 97
-            and buf[p + 2] == 108
-            and buf[p + 3] == 115
-            and buf[p + 4] == 101
-        ):
+        if p + 5 <= end and buf[p + 1] == 97 and buf[p + 2] == 108 and buf[p + 3] == 115 and buf[p + 4] == 101:
             return p + 5
     elif c == 110:  # null
         if p + 4 <= end and buf[p + 1] == 117 and buf[p + 2] == 108 and buf[p + 3] == 108:

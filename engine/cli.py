@@ -1,0 +1,167 @@
+"""The ``quiver`` command line: ``convert`` and ``check`` (``serve`` comes with the service).
+
+A thin layer over the public API: it loads the config (the embedded default unless ``-c``
+names one), builds a ``Parser`` and prints what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from engine.config import Config, ConfigError, load_config
+
+
+def default_config_text() -> str:
+    """The embedded default config (configs/default.yaml, shipped inside the package)."""
+    packaged = resources.files("engine") / "default.yaml"
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    # running from a source checkout
+    return (Path(__file__).resolve().parent.parent / "configs" / "default.yaml").read_text(encoding="utf-8")
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else load_config(default_config_text())
+
+
+def _pick_stream(cfg: Config, name: str | None) -> str:
+    if name is None:
+        if len(cfg.streams) != 1:
+            raise ConfigError(f"--stream: the config has several streams, name one of {sorted(cfg.streams)}")
+        return next(iter(cfg.streams))
+    if name not in cfg.streams:
+        raise ConfigError(f"--stream: expected one of {sorted(cfg.streams)}; got {name!r}")
+    return name
+
+
+def _threads(cfg: Config) -> int | None:
+    t = cfg.kernels.threads
+    return None if t == "auto" else int(t)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    for name, stream in cfg.streams.items():
+        from engine.schema import compile_schema
+
+        schema = compile_schema(stream).arrow_schema
+        print(f"stream {name}: format {stream.format}, unknown fields {stream.unknown_fields}")
+        print("  " + schema.to_string(show_schema_metadata=False).replace("\n", "\n  "))
+        b = stream.batch
+        print(
+            f"  batch: {b.max_messages} messages / {int(b.max_bytes)} bytes / {b.linger_ms} ms, arenas: {stream.arenas}"
+        )
+        lim = stream.limits
+        print(f"  limits: max_message_bytes {int(lim.max_message_bytes)}, max_depth {lim.max_depth}")
+    for listener in cfg.listen:
+        target = f" -> {listener.stream} ({listener.framing})" if listener.kind == "tcp" else ""
+        print(f"listen {listener.kind} {listener.host}:{listener.port}{target}")
+    print("config ok")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import pyarrow as pa  # noqa: F401  (fail early if the install is broken)
+
+    from engine.convert import LineConverter, open_batch_writer
+    from engine.parser import Parser
+    from engine.sample import sample_ndjson
+
+    cfg = _load(args.config)
+    stream = cfg.streams[_pick_stream(cfg, args.stream)]
+    parser = Parser(stream, threads=_threads(cfg))
+    if args.sample is not None:
+        if args.inputs:
+            raise ConfigError("give input files or --sample N, not both")
+        inputs = [io.BytesIO(sample_ndjson(stream, args.sample, seed=args.seed))]
+        total = inputs[0].getbuffer().nbytes
+    else:
+        if not args.inputs:
+            raise ConfigError("no input: give files (or - for stdin), or --sample N")
+        inputs = [sys.stdin.buffer if p == "-" else open(p, "rb") for p in args.inputs]  # noqa: SIM115
+        total = sum(os.path.getsize(p) for p in args.inputs if p != "-") if "-" not in args.inputs else None
+    out = open_batch_writer(args.output, parser.schema)
+    rejects = open_batch_writer(args.rejects, parser.rejects_schema) if args.rejects else None
+    progress = None
+    if sys.stderr.isatty() and not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, unit="B", unit_scale=True, desc=stream.name, file=sys.stderr)
+    try:
+        converter = LineConverter(
+            parser,
+            on_batch=out.write_batch,
+            on_rejects=rejects.write_batch if rejects else (lambda batch: None),
+            on_progress=progress.update if progress else None,
+        )
+        summary = converter.run(inputs)
+    finally:
+        out.close()
+        if rejects:
+            rejects.close()
+        if progress:
+            progress.close()
+        for f in inputs:
+            if f is not sys.stdin.buffer:
+                f.close()
+    mb = summary.bytes_read / 1e6
+    rate = mb / summary.seconds if summary.seconds else 0.0
+    lines = [
+        f"stream {stream.name}: {summary.received} messages, {summary.accepted} accepted, {summary.rejected} rejected"
+        + (f", {summary.blank} blank lines skipped" if summary.blank else ""),
+        f"read {mb:.1f} MB in {summary.seconds:.2f} s ({rate:.0f} MB/s) -> {args.output}",
+    ]
+    for code, count in summary.errors.most_common():
+        lines.append(f"  rejected {code}: {count}")
+    if summary.rejected and not args.rejects:
+        lines.append("  (rejected messages were not kept: pass --rejects FILE to write them)")
+    print("\n".join(lines), file=sys.stderr if args.output == "-" else sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="quiver", description="Strict, fast NDJSON ingest into Apache Arrow.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate a config and print the resolved Arrow schemas")
+    check.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+    check.set_defaults(run=cmd_check)
+
+    conv = sub.add_parser("convert", help="convert NDJSON files to Arrow IPC or Parquet")
+    conv.add_argument("inputs", nargs="*", metavar="INPUT", help="NDJSON files; - reads stdin")
+    conv.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+    conv.add_argument("--stream", help="stream to use (needed when the config has several)")
+    conv.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output: .arrow (IPC file), .arrows (IPC stream), .parquet, or - for stdout",
+    )
+    conv.add_argument("--rejects", help="write dead letters here (same formats)")
+    conv.add_argument("--sample", type=int, metavar="N", help="convert N generated sample messages instead of files")
+    conv.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    conv.set_defaults(run=cmd_convert)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"quiver: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"quiver: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Streaming files of any size through a stream's arena into Arrow IPC or Parquet files.
+
+This is ``quiver convert``: input is read straight into a preallocated arena, every complete
+line in it is parsed as one or more batches, the unfinished last line moves to the front,
+and reading continues, so memory stays bounded by the arena however large the input. A
+line longer than the arena is rejected as ``too_large`` (its dead letter keeps the first
+arena-full of bytes) and skipped to its end without being buffered whole.
+
+Inputs are treated as one stream of lines, except that each file's unterminated last line
+is a message of its own; dead-letter ``index`` and ``offset`` count across all inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.arena import Arena, ArenaPool
+from engine.parser import Parser, as_uint8
+from kernels.framing import frame_lines
+
+
+class BatchWriter(Protocol):
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+    def close(self) -> None: ...
+
+
+class _ParquetBatchWriter:
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(path, schema)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def open_batch_writer(path: str, schema: pa.Schema) -> BatchWriter:
+    """A writer chosen by suffix: .parquet, .arrows (IPC stream), else IPC file; '-' is an
+    IPC stream on stdout."""
+    if path == "-":
+        return pa.ipc.new_stream(pa.PythonFile(sys.stdout.buffer, mode="w"), schema)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return _ParquetBatchWriter(path, schema)
+    if suffix == ".arrows":
+        return pa.ipc.new_stream(path, schema)
+    return pa.ipc.new_file(path, schema)
+
+
+@dataclass
+class ConvertSummary:
+    """Counts of one conversion; received == accepted + rejected."""
+
+    accepted: int = 0
+    rejected: int = 0
+    blank: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected
+
+
+class LineConverter:
+    """Feeds byte streams through one arena of a stream and hands out batches."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        on_batch: Callable[[pa.RecordBatch], None],
+        on_rejects: Callable[[pa.RecordBatch], None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.parser = parser
+        batch = parser.stream.batch
+        # an arena must hold a whole maximal message plus some room to see where it ends
+        size = max(int(batch.max_bytes), parser.max_message_bytes + (64 << 10))
+        self.pool = ArenaPool(1, size)
+        self.max_messages = batch.max_messages
+        self.on_batch = on_batch
+        self.on_rejects = on_rejects
+        self.on_progress = on_progress
+        self.summary = ConvertSummary()
+        self._stream_offset = 0  # input position of the arena's first byte
+
+    def run(self, inputs: Iterable[BinaryIO]) -> ConvertSummary:
+        started = time.perf_counter()
+        arena = self.pool.acquire()
+        try:
+            for f in inputs:
+                self._feed(f, arena)
+        finally:
+            self.pool.release(arena)
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    def _feed(self, f: BinaryIO, arena: Arena) -> None:
+        skipping = False  # inside an oversize line: discard up to its newline
+        while True:
+            n = f.readinto(arena.free_space())
+            eof = not n
+            if n:
+                self.summary.bytes_read += n
+                if self.on_progress:
+                    self.on_progress(n)
+            arena.used += n or 0
+            if skipping:
+                nl = np.flatnonzero(arena.data[: arena.used] == 10)
+                cut = int(nl[0]) + 1 if len(nl) else arena.used
+                self._drop(arena, cut)
+                skipping = not len(nl)
+                if skipping and not eof:
+                    continue
+            consumed = self._parse_lines(arena, eof)
+            self._drop(arena, consumed)
+            if arena.used == arena.capacity:  # one line fills the arena: too large
+                self._emit(arena, np.array([0]), np.array([arena.used]), 0)
+                self._drop(arena, arena.used)
+                skipping = True
+            if eof:
+                return
+
+    def _drop(self, arena: Arena, consumed: int) -> None:
+        arena.keep_tail(consumed)
+        self._stream_offset += consumed
+
+    def _parse_lines(self, arena: Arena, final: bool) -> int:
+        buf = as_uint8(arena.data)
+        starts, ends, blank, consumed = frame_lines(buf, 0, arena.used, final, 8)
+        self._emit(arena, starts, ends, blank)
+        return int(consumed)
+
+    def _emit(self, arena: Arena, starts: np.ndarray, ends: np.ndarray, blank: int) -> None:
+        self.summary.blank += blank
+        for lo in range(0, len(starts), self.max_messages):
+            hi = lo + self.max_messages
+            result = self.parser.parse_spans(
+                arena.data, starts[lo:hi], ends[lo:hi], base=-self._stream_offset, first_index=self.summary.received
+            )
+            self.summary.accepted += result.accepted
+            self.summary.rejected += result.rejected
+            self.summary.errors.update(result.error_counts)
+            self.on_batch(result.batch)
+            if result.rejected:
+                self.on_rejects(result.rejects)

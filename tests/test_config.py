@@ -1,0 +1,134 @@
+"""Config loading: every shipped config loads; every error names its YAML key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import engine
+from engine.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_configs_folder_is_not_empty():
+    assert ROOT / "configs" / "default.yaml" in CONFIGS
+    assert len(CONFIGS) >= 4
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_loads_and_compiles(path):
+    cfg = engine.load_config(path)
+    for name, stream in cfg.streams.items():
+        assert stream.name == name
+        assert stream.limits is not None
+        schema = engine.Parser(stream).schema
+        assert schema.names == list(stream.fields)
+
+
+def test_default_config_is_the_embedded_one(events_config):
+    from engine.cli import default_config_text
+
+    assert default_config_text() == (ROOT / "configs" / "default.yaml").read_text()
+    assert set(events_config.streams) == {"events"}
+    assert all(listener.host == "127.0.0.1" for listener in events_config.listen)
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as exc:
+        engine.load_config(text)
+    return str(exc.value)
+
+
+BASE = "streams:\n  events:\n    fields:\n"
+
+
+def test_misspelled_type_names_path_and_allowed_values():
+    msg = _error(BASE + "      price: {type: flaot}\n")
+    assert "streams.events.fields.price.type: expected one of int8" in msg
+    assert "float64" in msg and "got 'flaot'" in msg
+
+
+def test_unknown_key_names_its_path():
+    msg = _error(BASE + "      price: {type: float64, mni: 0}\n")
+    assert "streams.events.fields.price.mni: unknown key" in msg
+
+
+def test_literal_choice_error_says_what_was_allowed():
+    msg = _error(BASE + "      a: {type: int64}\n    unknown_fields: maybe\n")
+    assert "streams.events.unknown_fields" in msg and "'ignore' or 'reject'" in msg and "maybe" in msg
+
+
+def test_rule_that_does_not_fit_the_type():
+    msg = _error(BASE + "      ua: {type: string, min: 3}\n")
+    assert "streams.events.fields.ua.min" in msg and "not to type string" in msg
+    msg = _error(BASE + "      n: {type: int64, max_length: 3}\n")
+    assert "streams.events.fields.n.max_length" in msg
+
+
+def test_sizes_accept_units_and_reject_nonsense():
+    cfg = engine.load_config(
+        BASE + "      a: {type: int64}\n    batch: {max_bytes: 16MiB}\nlimits: {max_message_bytes: 64KiB}\n"
+    )
+    assert cfg.streams["events"].batch.max_bytes == 16 * 1024 * 1024
+    assert cfg.streams["events"].limits.max_message_bytes == 64 * 1024
+    msg = _error(BASE + "      a: {type: int64}\n    batch: {max_bytes: lots}\n")
+    assert "streams.events.batch.max_bytes" in msg
+
+
+def test_message_limit_must_fit_the_batch():
+    msg = _error(BASE + "      a: {type: int64}\n    batch: {max_bytes: 1MiB}\nlimits: {max_message_bytes: 2MiB}\n")
+    assert "streams.events" in msg and "max_message_bytes" in msg
+
+
+def test_duplicate_yaml_keys_are_errors():
+    msg = _error(BASE + "      a: {type: int64}\n      a: {type: string}\n")
+    assert "duplicate key 'a'" in msg
+
+
+def test_enum_type_needs_values_and_timezones_are_checked():
+    assert "needs an 'enum' list" in _error(BASE + "      e: {type: enum}\n")
+    assert "unknown time zone" in _error(BASE + "      t: {type: 'timestamp[ms, tz=Mars/Base]'}\n")
+
+
+def test_tcp_listener_must_name_a_stream():
+    msg = _error(BASE + "      a: {type: int64}\nlisten:\n  - {kind: tcp, port: 0, stream: nope}\n")
+    assert "listen.0.stream" in msg and "nope" in msg
+
+
+def test_min_greater_than_max_is_refused():
+    with pytest.raises(ConfigError, match="greater than max"):
+        engine.Parser(engine.load_config(BASE + "      a: {type: int64, min: 5, max: 1}\n").streams["events"])
+
+
+def test_missing_file_and_bad_yaml():
+    with pytest.raises(ConfigError, match="cannot read config"):
+        engine.load_config(Path("/nonexistent/quiver.yaml"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        engine.load_config("streams: [\n")
+
+
+def test_stream_limits_override_the_global_ones():
+    cfg = engine.load_config(
+        BASE
+        + "      a: {type: int64}\n    limits: {max_depth: 3}\n  other:\n    fields: {b: {type: bool}}\nlimits: {max_depth: 9}\n"
+    )
+    assert cfg.streams["events"].limits.max_depth == 3
+    assert cfg.streams["other"].limits.max_depth == 9
+
+
+def test_arrow_types_are_exactly_the_declared_ones(all_types_parser):
+    s = all_types_parser.schema
+    assert s.field("i8").type == pa.int8()
+    assert s.field("u64").type == pa.uint64()
+    assert s.field("f32").type == pa.float32()
+    assert s.field("e").type == pa.dictionary(pa.int32(), pa.string())
+    assert s.field("bin").type == pa.binary()
+    assert s.field("j").type == pa.string()
+    assert s.field("d").type == pa.date32()
+    assert s.field("ts").type == pa.timestamp("ms")
+    assert s.field("tus").type == pa.timestamp("us", tz="UTC")
+    assert not s.field("req").nullable and s.field("i8").nullable

@@ -1,0 +1,261 @@
+"""engine.Parser end to end: values, nulls, every error code with its field and position,
+counts, framing variants and the exact-float fallback."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import struct
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import engine
+
+REQ = '"req": 1'
+
+
+def one(parser, body: str | bytes):
+    data = body.encode() if isinstance(body, str) else body
+    return parser.parse_messages([data])
+
+
+def accepted_row(parser, body: str) -> dict:
+    r = one(parser, body)
+    assert r.rejected == 0, r.rejects.to_pylist()
+    return r.batch.to_pylist()[0]
+
+
+def rejected(parser, body: str | bytes) -> dict:
+    r = one(parser, body)
+    assert r.accepted == 0 and r.rejected == 1
+    return r.rejects.to_pylist()[0]
+
+
+def test_every_type_is_decoded_exactly(all_types_parser):
+    msg = {
+        "i8": -128, "i64": -5, "u64": 18446744073709551615, "u16": 65535, "f64": 0.1, "f32": 1.5,
+        "pos": 99.5, "b": False, "s": "h\u00e9\u00e9\u00e9o", "e": "gr\u00fcn",
+        "bin": base64.b64encode(b"\x00\xffab").decode(), "j": {"a": [1, 2.5, None, "x"], "b": {}},
+        "d": "2024-02-29", "ts": "2024-01-02T03:04:05.678901+01:00", "tus": 978307200000001, "req": 7,
+    }  # fmt: skip
+    row = accepted_row(all_types_parser, json.dumps(msg))
+    assert row["i8"] == -128 and row["i64"] == -5 and row["u64"] == 2**64 - 1 and row["u16"] == 65535
+    assert struct.pack("<d", row["f64"]) == struct.pack("<d", 0.1)
+    assert row["f32"] == 1.5 and row["pos"] == 99.5 and row["b"] is False
+    assert row["s"] == "h\u00e9\u00e9\u00e9o" and row["e"] == "gr\u00fcn"
+    assert row["bin"] == b"\x00\xffab"
+    assert json.loads(row["j"]) == msg["j"]
+    assert row["d"] == dt.date(2024, 2, 29)
+    assert row["ts"] == dt.datetime(2024, 1, 2, 2, 4, 5, 678000)  # to UTC, truncated to ms
+    assert row["tus"] == dt.datetime(2001, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)
+    assert row["req"] == 7
+
+
+def test_json_field_keeps_the_raw_text_as_sent(all_types_parser):
+    row = accepted_row(all_types_parser, '{"j": [1 , {"k" :"v\\n"}] , "req": 1}')
+    assert row["j"] == '[1 , {"k" :"v\\n"}]'
+    assert accepted_row(all_types_parser, '{"j": "text", "req": 1}')["j"] == '"text"'
+
+
+def test_absent_and_null_become_arrow_nulls(all_types_parser):
+    row = accepted_row(all_types_parser, '{"i8": null, "s": null, "j": null, "req": 1}')
+    assert row["i8"] is None and row["s"] is None and row["j"] is None and row["f64"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "field", "position"),
+    [
+        ('{"req": 1,}', "invalid_json", None, 10),
+        ('{"req": 01}', "invalid_json", None, 9),
+        ('{"req": 1} x', "invalid_json", None, 11),
+        ('{"req": NaN}', "invalid_json", None, 8),
+        ("{'req': 1}", "invalid_json", None, 1),
+        ('{"req": 1 /* c */}', "invalid_json", None, 10),
+        ('{"s": "a\tb", "req": 1}', "invalid_json", None, 8),
+        ('{"s": "\\x", "req": 1}', "invalid_json", None, 7),
+        ('{"req": 1', "invalid_json", None, 9),
+        ("[1, 2]", "not_an_object", None, 0),
+        ('"text"', "not_an_object", None, 0),
+        ('{"i8": 1}', "missing_required", "req", 9),
+        ('{"req": null}', "missing_required", "req", 8),
+        ('{"req": "1"}', "type_mismatch", "req", 8),
+        ('{"req": 1.0}', "type_mismatch", "req", 8),
+        ('{"req": 1e3}', "type_mismatch", "req", 8),
+        ('{"b": 1, "req": 1}', "type_mismatch", "b", 6),
+        ('{"i8": null, "s": 5, "req": 1}', "type_mismatch", "s", 18),
+        ('{"i8": 128, "req": 1}', "out_of_range", "i8", 7),
+        ('{"i64": 1000000000001, "req": 1}', "out_of_range", "i64", 8),
+        ('{"u64": -1, "req": 1}', "out_of_range", "u64", 8),
+        ('{"pos": -0.5, "req": 1}', "out_of_range", "pos", 8),
+        ('{"f64": 1e309, "req": 1}', "out_of_range", "f64", 8),
+        ('{"f32": 1e39, "req": 1}', "out_of_range", "f32", 8),
+        ('{"tus": "1999-12-31T23:59:59Z", "req": 1}', "out_of_range", "tus", 8),
+        ('{"d": "2023-02-29", "req": 1}', "out_of_range", "d", 6),
+        ('{"ts": "2024-01-01T23:59:60Z", "req": 1}', "out_of_range", "ts", 7),
+        ('{"u16": 3, "req": 1}', "not_in_enum", "u16", 8),
+        ('{"e": "green", "req": 1}', "not_in_enum", "e", 6),
+        ('{"s": "toolong", "req": 1}', "too_long", "s", 6),
+        ('{"s": "", "req": 1}', "too_short", "s", 6),
+        ('{"bin": "AAAAAAAAAAAA", "req": 1}', "too_long", "bin", 8),
+        ('{"bin": "not base64!", "req": 1}', "type_mismatch", "bin", 8),
+        ('{"ts": "2024-01-01T00:00:00", "req": 1}', "type_mismatch", "ts", 7),
+        ('{"s": "\\ud800", "req": 1}', "invalid_utf8", None, 7),
+        ('{"s": "\\udc00\\ud800", "req": 1}', "invalid_utf8", None, 7),
+        ('{"req": 9223372036854775808}', "int_overflow", "req", 8),
+        ('{"req": -9223372036854775809}', "int_overflow", "req", 8),
+        ('{"u64": 18446744073709551616, "req": 1}', "int_overflow", "u64", 8),
+        ('{"req": 1, "req": 2}', "duplicate_field", "req", 11),
+        ('{"req": 1, "\\u0072eq": 2}', "duplicate_field", "req", 11),
+        ('{"x": 1, "x": 2, "req": 1}', "duplicate_field", "x", 9),
+        ('{"j": {"a": 1, "a": 2}, "req": 1}', "duplicate_field", None, 15),
+        ('{"j": [[[[[[[[1]]]]]]]], "req": 1}', "too_deep", None, 13),
+        ('{"x": {"y": [{"z": [[[[[1]]]]]}]}, "req": 1}', "too_deep", None, 23),
+    ],
+)
+def test_each_fault_is_reported_with_code_field_and_position(all_types_parser, body, error, field, position):
+    r = rejected(all_types_parser, body)
+    assert (r["error"], r["field"], r["position"]) == (error, field, position)
+    assert r["raw"] == body.encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"s": "\xc0\xaf", "req": 1}',  # overlong
+        b'{"s": "\xed\xa0\x80", "req": 1}',  # encoded surrogate
+        b'{"s": "\xf4\x90\x80\x80", "req": 1}',  # above U+10FFFF
+        b'{"s": "\xe2\x82", "req": 1}',  # truncated
+        b'{"s": "\xff", "req": 1}',
+        b'{"\xc3": 1, "req": 1}',  # in a key
+        b'{"j": ["\x80"], "req": 1}',  # in a nested value
+    ],
+)
+def test_invalid_utf8_is_rejected_everywhere(all_types_parser, raw):
+    assert rejected(all_types_parser, raw)["error"] == "invalid_utf8"
+
+
+def test_syntax_faults_outrank_schema_faults(all_types_parser):
+    assert rejected(all_types_parser, '{"i8": 999, "req": 1,}')["error"] == "invalid_json"
+    # among schema faults the first in the document wins; missing_required comes last
+    assert rejected(all_types_parser, '{"s": "", "i8": 999}')["error"] == "too_short"
+
+
+def test_unknown_fields_rejected_when_configured():
+    p = engine.Parser(
+        engine.load_config("streams:\n  s:\n    unknown_fields: reject\n    fields: {a: {type: int64}}\n").streams["s"]
+    )
+    r = p.parse_ndjson(b'{"a": 1}\n{"a": 1, "z\\u00e9": [1]}\n{"a": 2}\n')
+    assert r.accepted == 2 and r.rejects.to_pylist()[0]["error"] == "unknown_field"
+    assert r.rejects.to_pylist()[0]["field"] == "z\\u00e9"  # the key as written
+
+
+def test_escaped_keys_match_declared_fields(all_types_parser):
+    row = accepted_row(all_types_parser, '{"\\u0069\\u0038": 5, "\\u0072eq": 1}')
+    assert row["i8"] == 5 and row["req"] == 1
+
+
+def test_string_lengths_count_characters(all_types_parser):
+    assert accepted_row(all_types_parser, '{"s": "\u00e9\u00e9\u00e9\u00e9\u00e9", "req": 1}')["s"] == "\u00e9" * 5
+    assert accepted_row(all_types_parser, '{"s": "\\ud83d\\ude00", "req": 1}')["s"] == "\U0001f600"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["2.2250738585072011e-308", "9007199254740993", "1e23", "4.9e-324", "2.4703282292062328e-324",
+     "1.7976931348623157e308", "0.1000000000000000055511151231257827021181583404541015625", "-0.0", "123456789e-340"],
+)  # fmt: skip
+def test_floats_are_bit_identical_to_python(all_types_parser, literal):
+    row = accepted_row(all_types_parser, f'{{"f64": {literal}, "req": 1}}')
+    assert struct.pack("<d", row["f64"]) == struct.pack("<d", float(literal))
+
+
+def test_fallback_floats_still_obey_rules(all_types_parser):
+    # -4.9e-324 needs the exact fallback, and is below min 0
+    r = rejected(all_types_parser, '{"pos": -4.9e-324, "req": 1}')
+    assert (r["error"], r["field"], r["position"]) == ("out_of_range", "pos", 8)
+
+
+def test_counts_offsets_and_blank_lines(all_types_parser):
+    data = b'{"req": 1}\r\n\n   \n{"req": "x"}\n{"req": 2}'
+    r = all_types_parser.parse_ndjson(data)
+    assert (r.received, r.accepted, r.rejected, r.blank) == (3, 2, 1, 2)
+    dead = r.rejects.to_pylist()[0]
+    assert dead["index"] == 1 and dead["offset"] == data.index(b'{"req": "x"}')
+    assert r.batch.column("req").to_pylist() == [1, 2]
+    assert r.rejects.schema == all_types_parser.rejects_schema
+    assert r.error_counts == {"type_mismatch": 1}
+
+
+def test_empty_input_gives_empty_batches(all_types_parser):
+    r = all_types_parser.parse_ndjson(b"")
+    assert r.received == 0 and r.batch.schema == all_types_parser.schema and r.rejects.num_rows == 0
+
+
+def test_pre_framed_messages_may_span_lines(all_types_parser):
+    r = all_types_parser.parse_messages([b'{\n "req": 1\n}', b"", b'{"req":\r\n2}'])
+    assert r.batch.column("req").to_pylist() == [1, 2]
+    assert r.rejects.column("error").to_pylist() == ["invalid_json"]
+
+
+def test_length_prefixed_framing(all_types_parser):
+    msgs = [b'{"req": 1}', b'{"req": "bad"}', b'{"req": 3}']
+    data = b"".join(len(m).to_bytes(4, "big") + m for m in msgs) + b'\x00\x00\x00\x09{"re'
+    r = all_types_parser.parse_length_prefixed(data)
+    assert r.batch.column("req").to_pylist() == [1, 3]
+    assert r.rejects.column("error").to_pylist() == ["type_mismatch", "invalid_json"]
+
+
+def test_too_large_messages_are_rejected():
+    p = engine.Parser(
+        engine.load_config(
+            "streams:\n  s:\n    fields: {a: {type: string}}\nlimits: {max_message_bytes: 64}\n"
+        ).streams["s"]
+    )
+    big = b'{"a": "' + b"x" * 100 + b'"}'
+    r = p.parse_ndjson(b'{"a": "ok"}\n' + big + b"\n")
+    assert r.accepted == 1 and r.rejects.to_pylist()[0]["error"] == "too_large"
+    assert r.rejects.to_pylist()[0]["raw"] == big
+
+
+def test_many_messages_with_rejects_keep_input_order(all_types_parser):
+    lines = [f'{{"req": {i}, "i8": {i % 200}}}' for i in range(20000)]
+    r = all_types_parser.parse_ndjson("\n".join(lines).encode())
+    expect = [i for i in range(20000) if i % 200 <= 127]
+    assert r.batch.column("req").to_pylist() == expect
+    assert r.rejects.column("index").to_pylist() == [i for i in range(20000) if i % 200 > 127]
+    assert r.received == 20000
+
+
+def test_zero_copy_when_every_message_is_accepted(all_types_parser):
+    r = all_types_parser.parse_ndjson(b'{"req": 1, "i64": 2}\n{"req": 3, "i64": 4}\n')
+    req = r.batch.column("req")
+    arr = np.frombuffer(req.buffers()[1], np.int64)[: len(req)]
+    assert arr.tolist() == [1, 3] and req.buffers()[0] is None  # no validity bitmap needed
+
+
+def test_parallel_calls_from_python_threads_agree(all_types_parser):
+    data = "\n".join(f'{{"req": {i}, "s": "v{i % 1000}", "f64": {i}.25}}' for i in range(30000)).encode()
+    expected = all_types_parser.parse_ndjson(data).batch
+    results: list[pa.RecordBatch] = []
+
+    def work() -> None:
+        for _ in range(3):
+            results.append(all_types_parser.parse_ndjson(data).batch)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 12 and all(b.equals(expected) for b in results)
+
+
+def test_thread_count_does_not_change_results(all_types_parser):
+    data = "\n".join(f'{{"req": {i}, "s": "x", "i8": {i % 300 - 150}}}' for i in range(5000)).encode()
+    one_thread = engine.Parser(all_types_parser.stream, threads=1).parse_ndjson(data)
+    default = all_types_parser.parse_ndjson(data)
+    assert one_thread.batch.equals(default.batch) and one_thread.rejects.equals(default.rejects)
