@@ -18,6 +18,7 @@ from kernels.errors import (
     DUPLICATE_FIELD,
     INT_OVERFLOW,
     INVALID_JSON,
+    INVALID_UTF8,
     MISSING_REQUIRED,
     NO_FIELD,
     NOT_AN_OBJECT,
@@ -42,6 +43,7 @@ from kernels.status import (
     ST_CODE,
     ST_DLEN,
     ST_ISINT,
+    ST_LONE_SURROGATE,
     ST_NCHARS,
     ST_OBJECTS,
     ST_POS,
@@ -52,7 +54,14 @@ from kernels.status import (
     ST_SEM_POS,
     ST_SIZE,
 )
-from kernels.strings import base64_decoded_length, bytes_equal, hash_bytes, scan_string, unescape
+from kernels.strings import (
+    base64_decoded_length,
+    bytes_equal,
+    first_invalid_utf8,
+    hash_bytes,
+    scan_string,
+    unescape,
+)
 from kernels.tables import (
     ERR_CODE,
     ERR_FIELD,
@@ -546,6 +555,7 @@ def parse_message(
     """Parse message i = buf[s:e] into column i of the outputs and set its verdict."""
     st[ST_SEM_CODE] = OK
     st[ST_OBJECTS] = 0
+    st[ST_LONE_SURROGATE] = -1
     p = skip_ws(buf, s, e)
     if p < e and buf[p] == _LBRACE:
         q = _object_members(
@@ -561,6 +571,15 @@ def parse_message(
         if q >= 0:
             q = skip_ws(buf, q, e)
             q = _fail(st, INVALID_JSON, q) if q != e else _fail(st, NOT_AN_OBJECT, p)
+    if q >= 0 or st[ST_CODE] == NOT_AN_OBJECT:
+        # well-formed JSON: only now is a lone surrogate escape the message's fault
+        if st[ST_LONE_SURROGATE] >= 0:
+            q = _fail(st, INVALID_UTF8, st[ST_LONE_SURROGATE])
+    elif st[ST_CODE] != INVALID_UTF8:
+        # bytes that are not UTF-8 at all outrank every grammar fault
+        bad = first_invalid_utf8(buf, s, e)
+        if bad >= 0:
+            _fail(st, INVALID_UTF8, bad)
     if q < 0:
         errors[ERR_CODE, i] = st[ST_CODE]
         errors[ERR_POS, i] = st[ST_POS] - s

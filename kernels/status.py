@@ -17,4 +17,5 @@ ST_SEM_FIELD = 7  # its field index (or NO_FIELD / UNKNOWN_KEY)
 ST_SEM_KEY_START = 8  # for UNKNOWN_KEY: the key's raw span
 ST_SEM_KEY_END = 9
 ST_OBJECTS = 10  # objects opened so far in the message (serial numbers for duplicate checks)
+ST_LONE_SURROGATE = 11  # position of the message's first lone surrogate escape, or -1
 ST_SIZE = 12

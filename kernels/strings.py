@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from kernels.errors import INVALID_JSON, INVALID_UTF8
-from kernels.status import ST_CODE, ST_DLEN, ST_NCHARS, ST_POS
+from kernels.status import ST_CODE, ST_DLEN, ST_LONE_SURROGATE, ST_NCHARS, ST_POS
 
 
 def _class_table() -> np.ndarray:
@@ -42,6 +42,15 @@ def _hex4(buf, p):
             return -1
         v = v * 16 + d
     return v
+
+
+@njit(nogil=True, cache=True)
+def _low_surrogate_at(buf, p, end):
+    """The low surrogate of a ``\\uDC00``..``\\uDFFF`` escape at p, or -1."""
+    if p + 6 > end or buf[p] != 92 or buf[p + 1] != 117:
+        return -1
+    lo = _hex4(buf, p + 2)
+    return lo if 0xDC00 <= lo <= 0xDFFF else -1
 
 
 @njit(nogil=True, cache=True)
@@ -87,6 +96,8 @@ def scan_string(buf, p, end, st):
 
     On success ``st[ST_DLEN]`` is the decoded UTF-8 byte length and ``st[ST_NCHARS]`` the
     number of characters. Decoded length equals raw length exactly when there is no escape.
+    A lone surrogate escape is not a grammar fault: its position goes to
+    ``st[ST_LONE_SURROGATE]`` (when none was seen before) and the caller decides.
     """
     q = p + 1
     dlen = 0
@@ -113,19 +124,13 @@ def scan_string(buf, p, end, st):
                 cp = _hex4(buf, q + 2)
                 if cp < 0:
                     return _fail(st, INVALID_JSON, q)
-                if 0xD800 <= cp <= 0xDBFF:
-                    if q + 12 > end or buf[q + 6] != 92 or buf[q + 7] != 117:
-                        return _fail(st, INVALID_UTF8, q)
-                    lo = _hex4(buf, q + 8)
-                    if lo < 0:
-                        return _fail(st, INVALID_JSON, q + 6)
-                    if not (0xDC00 <= lo <= 0xDFFF):
-                        return _fail(st, INVALID_UTF8, q)
+                if 0xD800 <= cp <= 0xDBFF and _low_surrogate_at(buf, q + 6, end) >= 0:
                     dlen += 4
                     q += 12
-                elif 0xDC00 <= cp <= 0xDFFF:
-                    return _fail(st, INVALID_UTF8, q)
                 else:
+                    if 0xD800 <= cp <= 0xDFFF and st[ST_LONE_SURROGATE] < 0:
+                        # not UTF-8 representable; reported once the grammar is known good
+                        st[ST_LONE_SURROGATE] = q
                     dlen += 1 if cp < 0x80 else (2 if cp < 0x800 else 3)
                     q += 6
                 nchars += 1
@@ -162,9 +167,10 @@ def unescape(buf, a, b, out, o):
             cp = _hex4(buf, q + 2)
             q += 6
             if 0xD800 <= cp <= 0xDBFF:
-                lo = _hex4(buf, q + 2)
-                q += 6
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
+                lo = _low_surrogate_at(buf, q, b)
+                if lo >= 0:  # a lone surrogate (a rejected message) decodes to 3 bytes
+                    q += 6
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
             if cp < 0x80:
                 out[o] = cp
                 o += 1
@@ -236,8 +242,8 @@ BASE64_VALUE = _base64_table()
 def base64_decoded_length(x, a, b):
     """Decoded length of padded standard base64 text x[a:b], or -1 if it is not that.
 
-    Like Python's ``base64.b64decode(validate=True)``: alphabet and padding are strict,
-    non-zero pad bits are tolerated.
+    RFC 4648 with padding: only the standard alphabet, length a multiple of 4, ``=`` only
+    as the last one or two characters. Non-zero pad bits are tolerated, as Python does.
     """
     n = b - a
     if n % 4 != 0:
@@ -274,3 +280,18 @@ def base64_decode(x, a, b, out, o):
         o += 1
         k += 4
     return o
+
+
+@njit(nogil=True, cache=True)
+def first_invalid_utf8(buf, s, e):
+    """Position of the first byte of buf[s:e] that is not valid UTF-8, or -1."""
+    p = s
+    while p < e:
+        if buf[p] < 0x80:
+            p += 1
+        else:
+            n = _utf8_length(buf, p, e)
+            if n == 0:
+                return p
+            p += n
+    return -1

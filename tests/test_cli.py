@@ -1,0 +1,124 @@
+"""The quiver command: check and convert, run as a real subprocess and in process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL = """
+streams:
+  ev:
+    fields:
+      id:   {type: int64, required: true}
+      name: {type: string}
+    batch: {max_messages: 3, max_bytes: 1KiB}
+limits: {max_message_bytes: 200}
+"""
+
+
+@pytest.fixture()
+def small_config(tmp_path: Path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    return path
+
+
+def _read(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    if path.suffix == ".arrows":
+        return pa.ipc.open_stream(path.read_bytes()).read_all()
+    return pa.ipc.open_file(path).read_all()
+
+
+def test_check_prints_the_resolved_schema(capsys):
+    assert main(["check", "-c", str(ROOT / "configs/examples/logs.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "stream logs" in out and "config ok" in out and "timestamp" in out
+
+
+def test_check_reports_bad_config_with_key_path(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams:\n  ev:\n    fields:\n      price: {type: flaot}\n")
+    assert main(["check", "-c", str(bad)]) == 2
+    assert "streams.ev.fields.price.type" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".arrow", ".arrows", ".parquet"])
+def test_convert_files_across_arena_refills(small_config, tmp_path, suffix, capsys):
+    # 1 KiB arena, 3 messages per batch: many refills, lines split across reads and files
+    lines = [f'{{"id": {i}, "name": "n{i}"}}' for i in range(200)]
+    lines[17] = '{"id": "x"}'
+    lines[50] = '{"id": 50, "name": "' + "y" * 300 + '"}'  # longer than max_message_bytes
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    first.write_text("\n".join(lines[:120]))  # no final newline: still a message
+    second.write_text("\r\n".join(lines[120:]) + "\r\n\r\n")
+    out, rej = tmp_path / f"out{suffix}", tmp_path / "rej.arrow"
+    assert (
+        main(["convert", "-q", "-c", str(small_config), str(first), str(second), "-o", str(out), "--rejects", str(rej)])
+        == 0
+    )
+    table = _read(out)
+    assert table.column("id").to_pylist() == [i for i in range(200) if i not in (17, 50)]
+    dead = _read(rej).to_pylist()
+    assert [(d["index"], d["error"]) for d in dead] == [(17, "type_mismatch"), (50, "too_large")]
+    data = first.read_bytes()
+    assert dead[0]["offset"] == data.index(b'{"id": "x"}') and dead[0]["raw"] == b'{"id": "x"}'
+    summary = capsys.readouterr().out
+    assert "200 messages, 198 accepted, 2 rejected" in summary and "rejected too_large: 1" in summary
+
+
+def test_convert_line_longer_than_the_arena_is_skipped(small_config, tmp_path):
+    huge = '{"id": 1, "name": "' + "z" * 200_000 + '"}'
+    src = tmp_path / "in.ndjson"
+    src.write_text('{"id": 0}\n' + huge + '\n{"id": 2}\n')
+    out, rej = tmp_path / "o.arrow", tmp_path / "r.arrow"
+    assert main(["convert", "-q", "-c", str(small_config), str(src), "-o", str(out), "--rejects", str(rej)]) == 0
+    assert _read(out).column("id").to_pylist() == [0, 2]
+    dead = _read(rej).to_pylist()
+    assert len(dead) == 1 and dead[0]["error"] == "too_large" and dead[0]["index"] == 1
+    assert dead[0]["raw"].startswith(b'{"id": 1, "name": "zzz') and len(dead[0]["raw"]) < len(huge)
+
+
+def test_convert_sample_on_the_embedded_default_from_a_subprocess(tmp_path):
+    out, rej = tmp_path / "events.arrow", tmp_path / "rejects.arrow"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "convert", "--sample", "3000", "-o", str(out), "--rejects", str(rej)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    accepted, rejected = _read(out).num_rows, _read(rej).num_rows
+    assert accepted + rejected == 3000 and rejected == 30
+    assert f"3000 messages, {accepted} accepted, 30 rejected" in proc.stdout
+
+
+def test_convert_reads_stdin(small_config, tmp_path):
+    out = tmp_path / "o.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "convert", "-q", "-c", str(small_config), "-", "-o", str(out)],
+        input=b'{"id": 1}\n{"id": 2, "name": "b"}\n',
+        capture_output=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert pq.read_table(out).to_pylist() == [{"id": 1, "name": None}, {"id": 2, "name": "b"}]
+
+
+def test_convert_refuses_unknown_stream(small_config, tmp_path, capsys):
+    assert (
+        main(["convert", "-c", str(small_config), "--stream", "nope", "--sample", "1", "-o", str(tmp_path / "x.arrow")])
+        == 2
+    )
+    assert "--stream: expected one of ['ev']" in capsys.readouterr().err
