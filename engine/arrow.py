@@ -140,9 +140,9 @@ def build_rejects(
         lengths = np.zeros(m, np.int64)
         key_start = errors[tb.ERR_KEY_START, rows]
         key_end = errors[tb.ERR_KEY_END, rows]
-        lengths[unknown] = key_end[unknown] - key_start[unknown]
-        # the unknown key as the producer wrote it (escapes left as they are)
-        offsets, data = gather_spans(buf, key_start, key_end, lengths, np.arange(m, dtype=np.int64), COPY_RAW)
+        lengths[unknown] = errors[tb.ERR_KEY_LEN, rows][unknown]
+        # the unknown key, decoded
+        offsets, data = gather_spans(buf, key_start, key_end, lengths, np.arange(m, dtype=np.int64), COPY_STRING)
         keys = pa.Array.from_buffers(pa.string(), m, [None, offsets, data])
         field = pc.if_else(pa.array(unknown), keys, known)
     else:

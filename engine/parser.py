@@ -174,8 +174,8 @@ class Parser:
             b = cols.spans[tb.SPAN_END, col.span_slot, i]
             v = float(bytes(buf[a:b]))
             if col.kind == tb.KIND_FLOAT32:
-                v32 = np.float32(v) if abs(v) < np.inf else np.float32(np.inf)
-                bad = bool(np.isinf(v32))
+                with np.errstate(over="ignore"):
+                    bad = bool(np.isinf(np.float32(v)))
             else:
                 bad = v in (np.inf, -np.inf)
             lo, hi = self.compiled.tables.float_bounds[f]

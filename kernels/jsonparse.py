@@ -50,6 +50,7 @@ from kernels.status import (
     ST_SEM_CODE,
     ST_SEM_FIELD,
     ST_SEM_KEY_END,
+    ST_SEM_KEY_LEN,
     ST_SEM_KEY_START,
     ST_SEM_POS,
     ST_SIZE,
@@ -66,6 +67,7 @@ from kernels.tables import (
     ERR_CODE,
     ERR_FIELD,
     ERR_KEY_END,
+    ERR_KEY_LEN,
     ERR_KEY_START,
     ERR_POS,
     F_ENUM_FIRST,
@@ -502,7 +504,8 @@ def _object_members(
             return -1
         a = p + 1
         b = q - 1
-        escaped = st[ST_DLEN] != b - a
+        key_len = st[ST_DLEN]
+        escaped = key_len != b - a
         x, xa, xb = _decoded(buf, a, b, escaped, scratch, 0)
         f = match_field(x, xa, xb, fields, text, hint)
         key_pos = p
@@ -527,10 +530,12 @@ def _object_members(
                 _schema_fault(st, UNKNOWN_FIELD, key_pos, UNKNOWN_KEY)
                 st[ST_SEM_KEY_START] = a
                 st[ST_SEM_KEY_END] = b
+                st[ST_SEM_KEY_LEN] = key_len
             elif _key_seen(buf, a, b, escaped, i, 0, keys, scratch):
                 if st[ST_SEM_CODE] == OK:
                     st[ST_SEM_KEY_START] = a
                     st[ST_SEM_KEY_END] = b
+                    st[ST_SEM_KEY_LEN] = key_len
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, UNKNOWN_KEY)
             p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
         if p < 0:
@@ -598,6 +603,7 @@ def parse_message(
         if st[ST_SEM_FIELD] == UNKNOWN_KEY:
             errors[ERR_KEY_START, i] = st[ST_SEM_KEY_START]
             errors[ERR_KEY_END, i] = st[ST_SEM_KEY_END]
+            errors[ERR_KEY_LEN, i] = st[ST_SEM_KEY_LEN]
 
 
 @njit(nogil=True, parallel=True, cache=True)

@@ -18,4 +18,5 @@ ST_SEM_KEY_START = 8  # for UNKNOWN_KEY: the key's raw span
 ST_SEM_KEY_END = 9
 ST_OBJECTS = 10  # objects opened so far in the message (serial numbers for duplicate checks)
 ST_LONE_SURROGATE = 11  # position of the message's first lone surrogate escape, or -1
-ST_SIZE = 12
+ST_SEM_KEY_LEN = 12  # ... and its decoded length
+ST_SIZE = 14

@@ -59,7 +59,8 @@ ERR_FIELD = 1  # field index, NO_FIELD or UNKNOWN_KEY
 ERR_POS = 2  # byte position of the fault inside the message
 ERR_KEY_START = 3  # unknown key span (absolute), for UNKNOWN_KEY
 ERR_KEY_END = 4
-ERR_ROWS = 5
+ERR_KEY_LEN = 5  # its decoded length
+ERR_ROWS = 6
 
 SchemaTables = namedtuple(
     "SchemaTables",

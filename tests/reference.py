@@ -24,7 +24,8 @@ documented choices (kernels/temporal.py, kernels/numeric.py, kernels/strings.py)
 * RFC 3339 accepts ``T``/``t``/space as separator and ``Z``/``z``; a malformed text is
   ``type_mismatch``, a well-formed but impossible date, time or offset (month 13, Feb 30,
   hour 24, second 60) and anything the unit's int64 cannot hold is ``out_of_range``.
-* ``date32`` takes exactly ``YYYY-MM-DD``; same split between the two codes.
+* ``date32`` takes exactly ``YYYY-MM-DD`` (same split between the two codes) or, like a
+  timestamp, an integer literal: days since the epoch, ``out_of_range`` outside int32.
 * ``uint64`` accepts 0..2**64-1; a negative literal other than ``-0`` is ``out_of_range``, a
   larger one ``int_overflow``.
 * ``binary`` is ``base64.b64decode(text, validate=True)`` of the decoded JSON string
@@ -568,12 +569,14 @@ _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 def days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date, by counting (obviously right)."""
+
     def days_before_year(year: int) -> int:
         # days from 0000-01-01 to year-01-01 (year may be 0)
         y1 = year - 1
         if year == 0:
             return 0
         return 366 + y1 * 365 + y1 // 4 - y1 // 100 + y1 // 400
+
     cum = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
     doy = cum[m - 1] + (d - 1) + (1 if m > 2 and _leap(y) else 0)
     return days_before_year(y) + doy - days_before_year(1970)
@@ -677,12 +680,14 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
     if t == "json":
         return JsonText(raw[node.start : node.end].decode("utf-8"))
     if kind != "string":
-        if t == "timestamp" and kind == "number":
+        if t in ("timestamp", "date32") and kind == "number":
             if not is_int_literal(node.value):
                 raise ReferenceReject("type_mismatch")
             v = _big_int(node.value)
             if not _I64_MIN <= v <= _I64_MAX:
                 raise ReferenceReject("int_overflow")
+            if t == "date32" and not -(2**31) <= v < 2**31:
+                raise ReferenceReject("out_of_range")
             return v
         raise ReferenceReject("type_mismatch")
     s = node.value
