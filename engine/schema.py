@@ -129,6 +129,7 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
         row[tb.F_NAME_START] = len(text)
         text += name.encode()
         row[tb.F_NAME_END] = len(text)
+        row[tb.F_NAME_PLAIN] = not any(c in '"\\' or ord(c) < 0x20 for c in name)
         if kd in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
             row[tb.F_SLOT] = n_floats
             n_floats += 1

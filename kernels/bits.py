@@ -60,3 +60,21 @@ def unowned(typingctx, arr):
         return out._getvalue()
 
     return arr(arr), codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, idx):
+    """The 8 bytes arr[idx:idx+8] as one little-endian uint64, from any alignment.
+
+    The caller guarantees idx + 8 <= len(arr). Lets string scanning test 8 bytes at once.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        wide = builder.bitcast(ptr, ir.IntType(64).as_pointer())
+        return builder.load(wide, align=1)
+
+    return types.uint64(arr, idx), codegen

@@ -9,6 +9,12 @@ stream carries over to its next read.
 import numpy as np
 from numba import njit, prange
 
+from kernels.bits import load_u64
+
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+
 
 @njit(nogil=True, parallel=True, cache=True)
 def _newline_positions(buf, start, end, nchunks):
@@ -20,8 +26,7 @@ def _newline_positions(buf, start, end, nchunks):
         hi = start + (c + 1) * n // nchunks
         k = 0
         for p in range(lo, hi):
-            if buf[p] == 10:
-                k += 1
+            k += buf[p] == 10  # branch-free: LLVM vectorises it
         counts[c + 1] = k
     for c in range(nchunks):
         counts[c + 1] += counts[c]
@@ -30,10 +35,17 @@ def _newline_positions(buf, start, end, nchunks):
         lo = start + c * n // nchunks
         hi = start + (c + 1) * n // nchunks
         k = counts[c]
-        for p in range(lo, hi):
+        p = lo
+        while p < hi:
+            if p + 8 <= hi:
+                x = load_u64(buf, p) ^ _NEWLINES
+                if ((x - _ONES) & ~x & _HIGHS) == np.uint64(0):  # no LF in these 8 bytes
+                    p += 8
+                    continue
             if buf[p] == 10:
                 out[k] = p
                 k += 1
+            p += 1
     return out
 
 
@@ -56,30 +68,33 @@ def frame_lines(buf, start, end, final, nchunks):
     nlines = nl.shape[0]
     tail = final and end > (nl[nlines - 1] + 1 if nlines > 0 else start)
     total = nlines + (1 if tail else 0)
-    line_start = np.empty(total, np.int64)
-    line_end = np.empty(total, np.int64)
-    keep = np.empty(total, np.int64)
-    for j in prange(total):
-        s = start if j == 0 else nl[j - 1] + 1
-        e = nl[j] if j < nlines else end
-        if e > s and buf[e - 1] == 13:
-            e -= 1
-        line_start[j] = s
-        line_end[j] = e
-        keep[j] = 0 if _is_blank(buf, s, e) else 1
-    nkeep = 0
-    for j in range(total):
-        nkeep += keep[j]
-    starts = np.empty(nkeep, np.int64)
-    ends = np.empty(nkeep, np.int64)
+    starts = np.empty(total, np.int64)
+    ends = np.empty(total, np.int64)
+    blank = np.zeros(nchunks, np.int64)
+    for c in prange(nchunks):
+        for j in range(c * total // nchunks, (c + 1) * total // nchunks):
+            s = start if j == 0 else nl[j - 1] + 1
+            e = nl[j] if j < nlines else end
+            if e > s and buf[e - 1] == 13:
+                e -= 1
+            starts[j] = s
+            ends[j] = e
+            if buf[s] != 123 and _is_blank(buf, s, e):  # almost every line starts with '{'
+                ends[j] = -1
+                blank[c] += 1
+    nblank = blank.sum()
+    consumed = end if final else (nl[nlines - 1] + 1 if nlines > 0 else start)
+    if nblank == 0:
+        return starts, ends, 0, consumed
+    keep_starts = np.empty(total - nblank, np.int64)
+    keep_ends = np.empty(total - nblank, np.int64)
     k = 0
     for j in range(total):
-        if keep[j]:
-            starts[k] = line_start[j]
-            ends[k] = line_end[j]
+        if ends[j] >= 0:
+            keep_starts[k] = starts[j]
+            keep_ends[k] = ends[j]
             k += 1
-    consumed = end if final else (nl[nlines - 1] + 1 if nlines > 0 else start)
-    return starts, ends, total - nkeep, consumed
+    return keep_starts, keep_ends, nblank, consumed
 
 
 @njit(nogil=True, cache=True)

@@ -9,6 +9,7 @@ base64. Rows are split into chunks so each worker allocates its scratch once.
 import numpy as np
 from numba import njit, prange
 
+from kernels.bits import unowned
 from kernels.strings import base64_decode, unescape
 
 COPY_RAW = 0  # bytes as they are (json text, dead-letter raw messages)
@@ -16,34 +17,20 @@ COPY_STRING = 1  # JSON string content: decode escapes where there are any
 COPY_BASE64 = 2  # JSON string content holding base64 text: decode it
 
 
-@njit(nogil=True, parallel=True, cache=True)
-def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
-    """Write the value of each row rows[j] (span span_start[i]:span_end[i] of buf) to
-    out[offsets[j]:offsets[j+1]]; rows whose output length is zero are skipped."""
-    m = rows.shape[0]
-    for c in prange(nchunks):
-        lo = c * m // nchunks
-        hi = (c + 1) * m // nchunks
+@njit(nogil=True, cache=True)
+def _gather_rows(buf, span_start, span_end, rows, offsets, out, mode, lo, hi):
+    """gather() for rows lo..hi-1; returns nothing, writes out."""
+    if mode == COPY_BASE64:
         longest = 0
-        if mode == COPY_BASE64:
-            for j in range(lo, hi):
-                if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
-                    i = rows[j]
-                    longest = max(longest, span_end[i] - span_start[i])
+        for j in range(lo, hi):
+            if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
+                longest = max(longest, span_end[rows[j]] - span_start[rows[j]])
         scratch = np.empty(longest + 8, np.uint8)
         for j in range(lo, hi):
-            o = offsets[j]
-            length = offsets[j + 1] - o
-            if length == 0:
-                continue
-            i = rows[j]
-            a = span_start[i]
-            b = span_end[i]
-            if mode == COPY_RAW or (mode == COPY_STRING and b - a == length):
-                out[o : o + length] = buf[a:b]
-            elif mode == COPY_STRING:
-                unescape(buf, a, b, out, o)
-            else:
+            if offsets[j + 1] > offsets[j]:
+                i = rows[j]
+                a = span_start[i]
+                b = span_end[i]
                 escaped = False
                 for k in range(a, b):
                     if buf[k] == 92:
@@ -51,6 +38,33 @@ def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
                         break
                 if escaped:
                     t = unescape(buf, a, b, scratch, 0)
-                    base64_decode(scratch, 0, t, out, o)
+                    base64_decode(scratch, 0, t, out, offsets[j])
                 else:
-                    base64_decode(buf, a, b, out, o)
+                    base64_decode(buf, a, b, out, offsets[j])
+        return
+    for j in range(lo, hi):
+        o = offsets[j]
+        length = offsets[j + 1] - o
+        if length > 0:
+            i = rows[j]
+            a = span_start[i]
+            if mode == COPY_RAW or span_end[i] - a == length:
+                for k in range(length):  # a plain loop: slicing would build array views per row
+                    out[o + k] = buf[a + k]
+            else:
+                unescape(buf, a, span_end[i], out, o)
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
+    """Write the value of each row rows[j] (span span_start[i]:span_end[i] of buf) to
+    out[offsets[j]:offsets[j+1]]; rows whose output length is zero are skipped."""
+    m = rows.shape[0]
+    buf = unowned(buf)
+    out = unowned(out)
+    span_start = unowned(span_start)
+    span_end = unowned(span_end)
+    rows = unowned(rows)
+    offsets = unowned(offsets)
+    for c in prange(nchunks):
+        _gather_rows(buf, span_start, span_end, rows, offsets, out, mode, c * m // nchunks, (c + 1) * m // nchunks)

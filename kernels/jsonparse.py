@@ -81,6 +81,7 @@ from kernels.tables import (
     F_MAX_LEN,
     F_MIN_LEN,
     F_NAME_END,
+    F_NAME_PLAIN,
     F_NAME_START,
     F_NULLABLE,
     F_REQUIRED,
@@ -499,15 +500,25 @@ def _object_members(
     while True:
         if p >= end or buf[p] != _QUOTE:
             return _fail(st, INVALID_JSON, min(p, end))
-        q = scan_string(buf, p, end, st)
-        if q < 0:
-            return -1
+        # fast path: the key is the next field in the usual order, written plainly
+        f = -1
+        ns = fields[hint, F_NAME_START]
+        ne = fields[hint, F_NAME_END]
+        q = p + 2 + ne - ns
+        if fields[hint, F_NAME_PLAIN] and q <= end and buf[q - 1] == _QUOTE and bytes_equal(buf, p + 1, q - 1, text, ns, ne):
+            f = hint
+            key_len = ne - ns
+            escaped = False
+        else:
+            q = scan_string(buf, p, end, st)
+            if q < 0:
+                return -1
+            key_len = st[ST_DLEN]
+            escaped = key_len != q - p - 2
+            x, xa, xb = _decoded(buf, p + 1, q - 1, escaped, scratch, 0)
+            f = match_field(x, xa, xb, fields, text, hint)
         a = p + 1
         b = q - 1
-        key_len = st[ST_DLEN]
-        escaped = key_len != b - a
-        x, xa, xb = _decoded(buf, a, b, escaped, scratch, 0)
-        f = match_field(x, xa, xb, fields, text, hint)
         key_pos = p
         p = skip_ws(buf, q, end)
         if p >= end or buf[p] != 58:
@@ -576,15 +587,16 @@ def parse_message(
         if q >= 0:
             q = skip_ws(buf, q, e)
             q = _fail(st, INVALID_JSON, q) if q != e else _fail(st, NOT_AN_OBJECT, p)
-    if q >= 0 or st[ST_CODE] == NOT_AN_OBJECT:
-        # well-formed JSON: only now is a lone surrogate escape the message's fault
-        if st[ST_LONE_SURROGATE] >= 0:
-            q = _fail(st, INVALID_UTF8, st[ST_LONE_SURROGATE])
-    elif st[ST_CODE] != INVALID_UTF8:
-        # bytes that are not UTF-8 at all outrank every grammar fault
+    if q < 0 and st[ST_CODE] != INVALID_UTF8 and st[ST_CODE] != NOT_AN_OBJECT:
+        # bytes that are not UTF-8 at all outrank every other fault
         bad = first_invalid_utf8(buf, s, e)
         if bad >= 0:
             _fail(st, INVALID_UTF8, bad)
+    if q >= 0 or st[ST_CODE] == NOT_AN_OBJECT or st[ST_CODE] == TOO_DEEP:
+        # a lone surrogate escape is the message's fault once the grammar is known good
+        # (or good as far as nesting let the parse go)
+        if st[ST_LONE_SURROGATE] >= 0:
+            q = _fail(st, INVALID_UTF8, st[ST_LONE_SURROGATE])
     if q < 0:
         errors[ERR_CODE, i] = st[ST_CODE]
         errors[ERR_POS, i] = st[ST_POS] - s

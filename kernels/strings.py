@@ -9,6 +9,7 @@ decode with ``unescape`` without checking again.
 import numpy as np
 from numba import njit
 
+from kernels.bits import load_u64
 from kernels.errors import INVALID_JSON, INVALID_UTF8
 from kernels.status import ST_CODE, ST_DLEN, ST_LONE_SURROGATE, ST_NCHARS, ST_POS
 
@@ -24,6 +25,22 @@ def _class_table() -> np.ndarray:
 
 
 STRING_CLASS = _class_table()
+
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_QUOTES = np.uint64(0x2222222222222222)
+_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+_SPACES = np.uint64(0x2020202020202020)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _plain8(w):
+    """True when none of the 8 bytes in w is a quote, a backslash, a control character or
+    non-ASCII (SWAR: each test sets a byte's high bit where it holds)."""
+    q = w ^ _QUOTES
+    b = w ^ _BACKSLASHES
+    special = ((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((w - _SPACES) & ~w) | w
+    return (special & _HIGHS) == np.uint64(0)
 
 
 @njit(nogil=True, cache=True)
@@ -103,6 +120,10 @@ def scan_string(buf, p, end, st):
     dlen = 0
     nchars = 0
     while True:
+        while q + 8 <= end and _plain8(load_u64(buf, q)):
+            q += 8
+            dlen += 8
+            nchars += 8
         if q >= end:
             return _fail(st, INVALID_JSON, end)
         cls = STRING_CLASS[buf[q]]

@@ -40,7 +40,8 @@ F_ENUM_FIRST = 13  # enum string k is text[lists[2k]:lists[2k+1]], k in [F_ENUM_
 F_ENUM_LAST = 14
 F_INT_ENUM_FIRST = 15  # allowed integers are lists[F_INT_ENUM_FIRST:F_INT_ENUM_LAST]
 F_INT_ENUM_LAST = 16
-F_COLUMNS = 17
+F_NAME_PLAIN = 17  # 1 when the name needs no JSON escaping (it can be matched byte for byte)
+F_COLUMNS = 18
 
 # Per-field value states in BatchColumns.state
 STATE_ABSENT = 0
