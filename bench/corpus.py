@@ -67,6 +67,7 @@ Part = str | np.ndarray
 # column renderers: each returns an (n, width) uint8 matrix, NUL where a row is shorter
 # --------------------------------------------------------------------------------------------
 
+
 def _js(text: str, ascii_only: bool = False) -> str:
     """JSON-escape ``text`` without the surrounding quotes (pools are escaped once, up front)."""
     return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
@@ -200,10 +201,18 @@ _UAS: tuple[tuple[str, float, bool], ...] = (
     ("curl/8.5.0", 4, False),
     ("python-requests/2.32.3", 4, False),
     ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", 5, False),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     + "Chrome/131.0.0.0 Safari/537.36", 8, False),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-     + "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", 4, False),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        + "Chrome/131.0.0.0 Safari/537.36",
+        8,
+        False,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        + "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        4,
+        False,
+    ),
     ('ShopApp/5.1.9 (Android 13; Galaxy "S23" Ultra)', 6, False),
     ("Café-Crawler/2.0 (+https://exemple.fr/café)", 3, True),
     ("Café-Crawler/2.0 (+https://exemple.fr/café)", 2, False),
@@ -228,19 +237,21 @@ def _click_urls(rng: np.random.Generator, k: int = 4096) -> list[str]:
     kinds = _pick(rng, k, _URL_KIND_WEIGHTS).tolist()
     pages = rng.integers(2, 40, size=k).tolist()
     urls: list[str] = []
-    for i, (kind, pid, page) in enumerate(zip(kinds, pids, pages)):
+    for i, (kind, pid, page) in enumerate(zip(kinds, pids, pages, strict=True)):
         cat = _CATEGORIES[i % len(_CATEGORIES)]
-        urls.append((
-            f"/p/{pid}",
-            f"/p/{pid}?ref={_REFS[i % len(_REFS)]}",
-            f"/c/{cat}",
-            f"/c/{cat}?page={page}&sort={_SORTS[i % len(_SORTS)]}",
-            f"/search?q={_TERMS[i % len(_TERMS)]}",
-            "/cart",
-            f"/checkout/step-{page % 4 + 1}",
-            "/",
-            f"https://shop.example.com/p/{pid}".replace("/", "\\/"),
-        )[kind])
+        urls.append(
+            (
+                f"/p/{pid}",
+                f"/p/{pid}?ref={_REFS[i % len(_REFS)]}",
+                f"/c/{cat}",
+                f"/c/{cat}?page={page}&sort={_SORTS[i % len(_SORTS)]}",
+                f"/search?q={_TERMS[i % len(_TERMS)]}",
+                "/cart",
+                f"/checkout/step-{page % 4 + 1}",
+                "/",
+                f"https://shop.example.com/p/{pid}".replace("/", "\\/"),
+            )[kind]
+        )
     return urls
 
 
@@ -267,12 +278,10 @@ def _click_price(rng: np.random.Generator, pools: dict, events: np.ndarray) -> n
     discounted = pools["discounted"][rng.integers(0, _FLOAT_POOL, size=n)]
     style = _pick(rng, n, (78, 15, 7))  # two-decimal, discounted, integer literal
     style[rng.random(n) < np.asarray(_NULL_PRICE_P)[events]] = 3
-    return _choose(style, [_fixed(dollars * 100 + endings, 2), discounted, _digits(dollars),
-                           "null"])
+    return _choose(style, [_fixed(dollars * 100 + endings, 2), discounted, _digits(dollars), "null"])
 
 
-def _clickstream_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
-                       seed: int) -> np.ndarray:
+def _clickstream_chunk(rng: np.random.Generator, pools: dict, start: int, n: int, seed: int) -> np.ndarray:
     """Render clickstream messages for global row indices ``start .. start+n-1``."""
     idx = np.arange(start, start + n, dtype=np.int64)
     ts = _BASE_MS + idx * 37 + rng.integers(0, 500, size=n)  # slightly out of order
@@ -284,14 +293,22 @@ def _clickstream_chunk(rng: np.random.Generator, pools: dict, start: int, n: int
     events = _pick(rng, n, _CLICK_EVENT_WEIGHTS)
     return _cat(
         n,
-        '{"ts":', _digits(ts),
-        ',"user_id":', _digits(users),
-        ',"session":"s_', session,
-        '","event":"', _pool(_CLICK_EVENTS)[events],
-        '","url":"', pools["urls"][_pick(rng, n, pools["url_weights"])],
-        '","price":', _click_price(rng, pools, events),
-        ',"ok":', _pool(("true", "false"))[(rng.random(n) >= 0.98).astype(np.intp)],
-        ',"ua":"', pools["uas"][_pick(rng, n, pools["ua_weights"])],
+        '{"ts":',
+        _digits(ts),
+        ',"user_id":',
+        _digits(users),
+        ',"session":"s_',
+        session,
+        '","event":"',
+        _pool(_CLICK_EVENTS)[events],
+        '","url":"',
+        pools["urls"][_pick(rng, n, pools["url_weights"])],
+        '","price":',
+        _click_price(rng, pools, events),
+        ',"ok":',
+        _pool(("true", "false"))[(rng.random(n) >= 0.98).astype(np.intp)],
+        ',"ua":"',
+        pools["uas"][_pick(rng, n, pools["ua_weights"])],
         '"}\n',
     )
 
@@ -317,8 +334,14 @@ _SERVICES: tuple[tuple[str, float, int, int], ...] = (
     ("billing-legacy", 5, 3, 1),
 )
 _HOSTS_PER_SERVICE = 12
-_API_PATHS = ("/api/v1/orders", "/api/v1/cart", "/api/v2/search", "/api/v1/users/me",
-              "/healthz", "/api/v1/payments/authorize")
+_API_PATHS = (
+    "/api/v1/orders",
+    "/api/v1/cart",
+    "/api/v2/search",
+    "/api/v1/users/me",
+    "/healthz",
+    "/api/v1/payments/authorize",
+)
 _METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
 _STATUSES = ("200", "201", "204", "304", "400", "401", "404", "429", "500", "503")
 _STATUS_WEIGHTS = (70, 5, 5, 5, 3, 2, 5, 2, 2, 1)
@@ -346,83 +369,151 @@ class _RowSubset(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._cols)
 
+
 _Template = Callable[[int, _Cols], tuple[np.ndarray, np.ndarray]]
 """Renders ``(msg, context)`` matrices for ``n`` rows from per-row random columns."""
 
 
 def _t_http(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, c["method"], " ", c["path"], " ", c["status"], " in ", c["ms"], "ms")
-    ctx = _cat(n, '{"request_id":"', c["rid"], '","http":{"method":"', c["method"],
-               '","path":"', c["path"], '","status":', c["status"], ',"latency_ms":', c["ms"],
-               '},"user":{"id":', c["uid"], ',"roles":', c["roles"], "}}")
+    ctx = _cat(
+        n,
+        '{"request_id":"',
+        c["rid"],
+        '","http":{"method":"',
+        c["method"],
+        '","path":"',
+        c["path"],
+        '","status":',
+        c["status"],
+        ',"latency_ms":',
+        c["ms"],
+        '},"user":{"id":',
+        c["uid"],
+        ',"roles":',
+        c["roles"],
+        "}}",
+    )
     return msg, ctx
 
 
 def _t_batch(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, "processed batch of ", c["count"], ' events from \\"', c["topic"], '\\"')
-    ctx = _cat(n, '{"batch":{"id":', c["oid"], ',"sizes":[', c["a"], ",", c["b"], ",", c["d"],
-               '],"partitions":[0,1,2]},"ok":true}')
+    ctx = _cat(
+        n,
+        '{"batch":{"id":',
+        c["oid"],
+        ',"sizes":[',
+        c["a"],
+        ",",
+        c["b"],
+        ",",
+        c["d"],
+        '],"partitions":[0,1,2]},"ok":true}',
+    )
     return msg, ctx
 
 
 def _t_login(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, "user ", c["uid"], " logged in via ", c["provider"])
-    ctx = _cat(n, '{"user":{"id":', c["uid"], ',"roles":', c["roles"], '},"ip":"10.',
-               c["o1"], ".", c["o2"], ".", c["o3"], '","mfa":', c["flag"], "}")
+    ctx = _cat(
+        n,
+        '{"user":{"id":',
+        c["uid"],
+        ',"roles":',
+        c["roles"],
+        '},"ip":"10.',
+        c["o1"],
+        ".",
+        c["o2"],
+        ".",
+        c["o3"],
+        '","mfa":',
+        c["flag"],
+        "}",
+    )
     return msg, ctx
 
 
 def _t_cache(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, "cache ", c["hitmiss"], " for key order:", c["oid"])
-    ctx = _cat(n, '{"cache":{"name":"orders","hit":', c["flag"], ',"ttl_s":', c["a"],
-               '},"tags":["redis","', c["region"], '"]}')
+    ctx = _cat(
+        n, '{"cache":{"name":"orders","hit":', c["flag"], ',"ttl_s":', c["a"], '},"tags":["redis","', c["region"], '"]}'
+    )
     return msg, ctx
 
 
 def _t_sql(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
-    msg = _cat(n, "executing query: SELECT id, total FROM orders WHERE user_id = ", c["uid"],
-               " AND note <> '\\t' LIMIT 50")
-    ctx = _cat(n, '{"db":{"host":"pg-', c["shard"], '","rows":', c["b"], ',"elapsed_ms":',
-               c["ms"], '},"params":["', c["uid"], '","open"]}')
+    msg = _cat(
+        n, "executing query: SELECT id, total FROM orders WHERE user_id = ", c["uid"], " AND note <> '\\t' LIMIT 50"
+    )
+    ctx = _cat(
+        n,
+        '{"db":{"host":"pg-',
+        c["shard"],
+        '","rows":',
+        c["b"],
+        ',"elapsed_ms":',
+        c["ms"],
+        '},"params":["',
+        c["uid"],
+        '","open"]}',
+    )
     return msg, ctx
 
 
 def _t_retry(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, 'retrying request to \\"payments\\" (attempt ', c["attempt"], "/5)")
-    ctx = _cat(n, '{"request_id":"', c["rid"], '","retry":{"attempt":', c["attempt"],
-               ',"max":5,"backoff_ms":[100,200,400]}}')
+    ctx = _cat(
+        n, '{"request_id":"', c["rid"], '","retry":{"attempt":', c["attempt"], ',"max":5,"backoff_ms":[100,200,400]}}'
+    )
     return msg, ctx
 
 
 def _t_slow(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, "slow query took ", c["ms"], "ms on C:\\\\data\\\\pg\\\\orders")
-    ctx = _cat(n, '{"db":{"host":"pg-', c["shard"], '","rows":', c["b"], ',"elapsed_ms":',
-               c["ms"], "}}")
+    ctx = _cat(n, '{"db":{"host":"pg-', c["shard"], '","rows":', c["b"], ',"elapsed_ms":', c["ms"], "}}")
     return msg, ctx
 
 
 def _t_exception(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
-    msg = _cat(n, "unhandled exception in checkout:\\nTraceback (most recent call last):\\n"
-               '  File \\"/app/cart.py\\", line ', c["line"], ", in add\\nKeyError: 'sku'")
-    ctx = _cat(n, '{"request_id":"', c["rid"], '","error":{"type":"KeyError","frames":['
-               '{"file":"/app/cart.py","line":', c["line"],
-               '},{"file":"/app/api.py","line":118}]}}')
+    msg = _cat(
+        n,
+        'unhandled exception in checkout:\\nTraceback (most recent call last):\\n  File \\"/app/cart.py\\", line ',
+        c["line"],
+        ", in add\\nKeyError: 'sku'",
+    )
+    ctx = _cat(
+        n,
+        '{"request_id":"',
+        c["rid"],
+        '","error":{"type":"KeyError","frames":[{"file":"/app/cart.py","line":',
+        c["line"],
+        '},{"file":"/app/api.py","line":118}]}}',
+    )
     return msg, ctx
 
 
 def _t_unicode(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
-    msg = _cat(n, "échec de connexion à la base \\u00abpaiements\\u00bb (tentative ",
-               c["attempt"], ") \\u2014 délai dépassé")
-    ctx = _cat(n, '{"error":{"type":"ConnectionError","frames":[{"file":"/app/db.py","line":',
-               c["line"], '}]},"db":{"host":"pg-', c["shard"], '","rows":0,"elapsed_ms":',
-               c["ms"], "}}")
+    msg = _cat(
+        n, "échec de connexion à la base \\u00abpaiements\\u00bb (tentative ", c["attempt"], ") \\u2014 délai dépassé"
+    )
+    ctx = _cat(
+        n,
+        '{"error":{"type":"ConnectionError","frames":[{"file":"/app/db.py","line":',
+        c["line"],
+        '}]},"db":{"host":"pg-',
+        c["shard"],
+        '","rows":0,"elapsed_ms":',
+        c["ms"],
+        "}}",
+    )
     return msg, ctx
 
 
 def _t_oom(n: int, c: _Cols) -> tuple[np.ndarray, np.ndarray]:
     msg = _cat(n, "out of memory: killed process ", c["pid"], ' (\\"java\\")')
-    ctx = _cat(n, '{"pid":', c["pid"], ',"rss_bytes":', c["big"], ',"tags":["oom","',
-               c["region"], '"]}')
+    ctx = _cat(n, '{"pid":', c["pid"], ',"rss_bytes":', c["big"], ',"tags":["oom","', c["region"], '"]}')
     return msg, ctx
 
 
@@ -446,12 +537,18 @@ def _logs_pools(rng: np.random.Generator) -> dict:
     del rng
     return {
         "service": _pool([name for name, _, _, _ in _SERVICES]),
-        "host": _pool([f"{name}-{k:02d}.prod.internal" for name, _, _, _ in _SERVICES
-                       for k in range(1, _HOSTS_PER_SERVICE + 1)]),
+        "host": _pool(
+            [f"{name}-{k:02d}.prod.internal" for name, _, _, _ in _SERVICES for k in range(1, _HOSTS_PER_SERVICE + 1)]
+        ),
         "level": _pool(_LEVELS),
-        "method": _pool(_METHODS), "path": _pool(_API_PATHS), "status": _pool(_STATUSES),
-        "roles": _pool(_ROLES), "topic": _pool(_TOPICS), "provider": _pool(_PROVIDERS),
-        "region": _pool(_REGIONS), "flag": _pool(("true", "false")),
+        "method": _pool(_METHODS),
+        "path": _pool(_API_PATHS),
+        "status": _pool(_STATUSES),
+        "roles": _pool(_ROLES),
+        "topic": _pool(_TOPICS),
+        "provider": _pool(_PROVIDERS),
+        "region": _pool(_REGIONS),
+        "flag": _pool(("true", "false")),
         "hitmiss": _pool(("hit", "miss")),
     }
 
@@ -463,8 +560,7 @@ def _logs_columns(rng: np.random.Generator, pools: dict, n: int) -> _Cols:
         "rid": _hex(rng, n),
         "uid": _digits(1 + np.exp(rng.normal(10.0, 2.0, size=n)).astype(np.int64)),
         "oid": _digits(rng.integers(10**6, 10**10, size=n)),
-        "ms": _fixed(np.maximum(1, np.exp(rng.normal(3.0, 1.2, size=n)) * 1000)
-                     .astype(np.int64), 3),
+        "ms": _fixed(np.maximum(1, np.exp(rng.normal(3.0, 1.2, size=n)) * 1000).astype(np.int64), 3),
         "status": pools["status"][_pick(rng, n, _STATUS_WEIGHTS)],
         "method": pools["method"][rng.integers(0, len(_METHODS), size=n)],
         "path": pools["path"][rng.integers(0, len(_API_PATHS), size=n)],
@@ -506,8 +602,7 @@ def _rfc3339(ts_us: np.ndarray, frac_digits: int, offset_hours: int = 0) -> list
     uniq, inverse = np.unique(days, return_inverse=True)
     dates = _pool([f"{np.datetime64(int(d), 'D')}T" for d in uniq.tolist()])[inverse]
     secs, micros = np.divmod(clock, 1_000_000)
-    parts: list[Part] = [dates, _zpad(secs // 3600, 2), ":", _zpad(secs // 60 % 60, 2), ":",
-                         _zpad(secs % 60, 2)]
+    parts: list[Part] = [dates, _zpad(secs // 3600, 2), ":", _zpad(secs // 60 % 60, 2), ":", _zpad(secs % 60, 2)]
     if frac_digits:
         parts += [".", _zpad(micros // 10 ** (6 - frac_digits), frac_digits)]
     return parts
@@ -517,13 +612,18 @@ def _logs_ts(rng: np.random.Generator, idx: np.ndarray, style: np.ndarray) -> np
     """RFC 3339 timestamps in the style of each row's producer (see ``_SERVICES``)."""
     n = len(idx)
     ts_us = _BASE_US + idx * 850 + rng.integers(0, 2000, size=n)
-    return _choose(style, [_cat(n, *_rfc3339(ts_us, 6), "Z"), _cat(n, *_rfc3339(ts_us, 3), "Z"),
-                           _cat(n, *_rfc3339(ts_us, 6), "+00:00"),
-                           _cat(n, *_rfc3339(ts_us, 0, 1), "+01:00")])
+    return _choose(
+        style,
+        [
+            _cat(n, *_rfc3339(ts_us, 6), "Z"),
+            _cat(n, *_rfc3339(ts_us, 3), "Z"),
+            _cat(n, *_rfc3339(ts_us, 6), "+00:00"),
+            _cat(n, *_rfc3339(ts_us, 0, 1), "+01:00"),
+        ],
+    )
 
 
-def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
-                seed: int) -> np.ndarray:
+def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int, seed: int) -> np.ndarray:
     """Render log messages for global row indices ``start .. start+n-1``."""
     del seed
     idx = np.arange(start, start + n, dtype=np.int64)
@@ -532,8 +632,7 @@ def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
     host = pools["host"][svc * _HOSTS_PER_SERVICE + rng.integers(0, _HOSTS_PER_SERVICE, n)]
     tpl = _pick(rng, n, [w for _, _, w in _LOG_TEMPLATES])
     level = pools["level"][np.array([lv for _, lv, _ in _LOG_TEMPLATES])[tpl]]
-    trace = _optional(rng.random(n) < 0.4,
-                      _cat(n, ',"trace_id":"', _hex(rng, n), _hex(rng, n), '"'))
+    trace = _optional(rng.random(n) < 0.4, _cat(n, ',"trace_id":"', _hex(rng, n), _hex(rng, n), '"'))
     cols = _logs_columns(rng, pools, n)
     msgs, ctxs = [], []
     for k, (template, _, _) in enumerate(_LOG_TEMPLATES):
@@ -549,12 +648,42 @@ def _logs_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
     def layout(rows: np.ndarray, legacy_order: bool) -> np.ndarray:
         m = int(rows.sum())
         if legacy_order:
-            return _cat(m, '{"level":"', level[rows], '","ts":"', ts[rows], '","msg":"',
-                        msg[rows], '","context":', ctx[rows], ',"service":"', service[rows],
-                        '","host":"', host[rows], '"', trace[rows], "}\n")
-        return _cat(m, '{"ts":"', ts[rows], '","level":"', level[rows], '","service":"',
-                    service[rows], '","host":"', host[rows], '","msg":"', msg[rows], '"',
-                    trace[rows], ',"context":', ctx[rows], "}\n")
+            return _cat(
+                m,
+                '{"level":"',
+                level[rows],
+                '","ts":"',
+                ts[rows],
+                '","msg":"',
+                msg[rows],
+                '","context":',
+                ctx[rows],
+                ',"service":"',
+                service[rows],
+                '","host":"',
+                host[rows],
+                '"',
+                trace[rows],
+                "}\n",
+            )
+        return _cat(
+            m,
+            '{"ts":"',
+            ts[rows],
+            '","level":"',
+            level[rows],
+            '","service":"',
+            service[rows],
+            '","host":"',
+            host[rows],
+            '","msg":"',
+            msg[rows],
+            '"',
+            trace[rows],
+            ',"context":',
+            ctx[rows],
+            "}\n",
+        )
 
     return _scatter(n, [(modern, layout(modern, False)), (legacy, layout(legacy, True))])
 
@@ -574,8 +703,7 @@ def _metrics_pools(rng: np.random.Generator) -> dict:
     region = rng.integers(0, len(_METRIC_REGIONS), size=_METRIC_HOSTS)
     err = np.exp(rng.normal(-9.5, 1.5, size=_FLOAT_POOL))  # many < 1e-4: exponent literals
     return {
-        "hosts": _pool([f"node-{k:04d}.{_METRIC_REGIONS[r]}.example.net"
-                        for k, r in enumerate(region.tolist())]),
+        "hosts": _pool([f"node-{k:04d}.{_METRIC_REGIONS[r]}.example.net" for k, r in enumerate(region.tolist())]),
         "regions": _pool(_METRIC_REGIONS),
         "region": region,
         "mem_total": np.array([8, 16, 32, 64, 128])[rng.integers(0, 5, _METRIC_HOSTS)] * _GIB,
@@ -586,8 +714,7 @@ def _metrics_pools(rng: np.random.Generator) -> dict:
     }
 
 
-def _metrics_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
-                   seed: int) -> np.ndarray:
+def _metrics_chunk(rng: np.random.Generator, pools: dict, start: int, n: int, seed: int) -> np.ndarray:
     """Render metrics samples for global row indices ``start .. start+n-1``."""
     del seed
     idx = np.arange(start, start + n, dtype=np.int64)
@@ -608,39 +735,64 @@ def _metrics_chunk(rng: np.random.Generator, pools: dict, start: int, n: int,
     swap = np.where(rng.random(n) < 0.85, 0, rng.integers(1, 4 * _GIB, size=n))
     swap_null = (rng.random(n) < 0.05).astype(np.intp)  # hosts without swap report null
     uptime = rng.integers(60, 90 * 86400, size=n)
-    counter = [_digits(uptime * rng.uniform(lo, hi, size=n))
-               for lo, hi in ((1e4, 1e6), (1e4, 2e6), (1e5, 1e7), (1e5, 1e7))]
-    gc = _choose((~pools["jvm"][host]).astype(np.intp),
-                 [pools["gc"][rng.integers(0, _FLOAT_POOL, size=n)], "null"])
+    counter = [
+        _digits(uptime * rng.uniform(lo, hi, size=n)) for lo, hi in ((1e4, 1e6), (1e4, 2e6), (1e5, 1e7), (1e5, 1e7))
+    ]
+    gc = _choose((~pools["jvm"][host]).astype(np.intp), [pools["gc"][rng.integers(0, _FLOAT_POOL, size=n)], "null"])
     temp = np.maximum(0, rng.normal(550, 80, size=n)).astype(np.int64)
     temp_c = _choose((~pools["sensor"][host]).astype(np.intp), [_fixed(temp, 1), "null"])
     return _cat(
         n,
-        '{"ts":', _digits(ts),
-        ',"host":"', pools["hosts"][host],
-        '","region":"', pools["regions"][pools["region"][host]],
-        '","cpu_user":', _fixed(user, 2),
-        ',"cpu_system":', _fixed(system, 2),
-        ',"cpu_iowait":', _fixed(iowait, 2),
-        ',"cpu_idle":', _fixed(idle, 2),
-        ',"load1":', _fixed(load1, 2),
-        ',"load5":', _fixed(load5, 2),
-        ',"load15":', _fixed(load15, 2),
-        ',"mem_total":', _digits(total),
-        ',"mem_used":', _digits(used),
-        ',"mem_rss":', _digits(rss),
-        ',"mem_cache":', _digits(cache),
-        ',"swap_used":', _choose(swap_null, [_digits(swap), "null"]),
-        ',"disk_read_bytes":', counter[0],
-        ',"disk_write_bytes":', counter[1],
-        ',"net_rx_bytes":', counter[2],
-        ',"net_tx_bytes":', counter[3],
-        ',"open_fds":', _digits(rng.integers(20, 65000, size=n)),
-        ',"threads":', _digits(rng.integers(4, 4000, size=n)),
-        ',"gc_pause_ms":', gc,
-        ',"error_rate":', pools["err"][rng.integers(0, _FLOAT_POOL, size=n)],
-        ',"temp_c":', temp_c,
-        ',"uptime_s":', _digits(uptime),
+        '{"ts":',
+        _digits(ts),
+        ',"host":"',
+        pools["hosts"][host],
+        '","region":"',
+        pools["regions"][pools["region"][host]],
+        '","cpu_user":',
+        _fixed(user, 2),
+        ',"cpu_system":',
+        _fixed(system, 2),
+        ',"cpu_iowait":',
+        _fixed(iowait, 2),
+        ',"cpu_idle":',
+        _fixed(idle, 2),
+        ',"load1":',
+        _fixed(load1, 2),
+        ',"load5":',
+        _fixed(load5, 2),
+        ',"load15":',
+        _fixed(load15, 2),
+        ',"mem_total":',
+        _digits(total),
+        ',"mem_used":',
+        _digits(used),
+        ',"mem_rss":',
+        _digits(rss),
+        ',"mem_cache":',
+        _digits(cache),
+        ',"swap_used":',
+        _choose(swap_null, [_digits(swap), "null"]),
+        ',"disk_read_bytes":',
+        counter[0],
+        ',"disk_write_bytes":',
+        counter[1],
+        ',"net_rx_bytes":',
+        counter[2],
+        ',"net_tx_bytes":',
+        counter[3],
+        ',"open_fds":',
+        _digits(rng.integers(20, 65000, size=n)),
+        ',"threads":',
+        _digits(rng.integers(4, 4000, size=n)),
+        ',"gc_pause_ms":',
+        gc,
+        ',"error_rate":',
+        pools["err"][rng.integers(0, _FLOAT_POOL, size=n)],
+        ',"temp_c":',
+        temp_c,
+        ',"uptime_s":',
+        _digits(uptime),
         "}\n",
     )
 
@@ -685,8 +837,7 @@ def generate(kind: str, n: int, seed: int = 0) -> bytes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: write a corpus to a file (or stdout) and report its size on stderr."""
-    ap = argparse.ArgumentParser(prog="python -m bench.corpus",
-                                 description="Write a seeded NDJSON benchmark corpus.")
+    ap = argparse.ArgumentParser(prog="python -m bench.corpus", description="Write a seeded NDJSON benchmark corpus.")
     ap.add_argument("kind", choices=KINDS)
     ap.add_argument("n", type=lambda s: int(float(s)), help="number of messages (1e6 is fine)")
     ap.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
@@ -701,8 +852,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args.output.write_bytes(data)
     per_msg = len(data) / args.n if args.n else 0.0
-    print(f"{args.kind}: {args.n} messages, {len(data)} bytes ({per_msg:.1f} B/msg), "
-          f"generated in {elapsed:.2f}s", file=sys.stderr)
+    print(
+        f"{args.kind}: {args.n} messages, {len(data)} bytes ({per_msg:.1f} B/msg), generated in {elapsed:.2f}s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -73,9 +73,13 @@ PEERS = ("quiver", "pyarrow", "msgspec", "orjson")
 CHUNK_BYTES = 8 << 20
 
 _INT_RANGES = {
-    "int8": (-(2**7), 2**7 - 1), "int16": (-(2**15), 2**15 - 1),
-    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
-    "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
+    "int8": (-(2**7), 2**7 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1),
+    "uint16": (0, 2**16 - 1),
+    "uint32": (0, 2**32 - 1),
     "uint64": (0, 2**64 - 1),
 }
 
@@ -83,6 +87,7 @@ _INT_RANGES = {
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Corpus:
@@ -128,6 +133,7 @@ def _is_epoch_int(corpus: Corpus, name: str) -> bool:
 # peers: each prepares once, then run() parses corpus.data and returns (rows, output)
 # --------------------------------------------------------------------------------------------
 
+
 class Peer:
     """A parser under test.  ``run`` must do all the work a caller would need for its output."""
 
@@ -153,9 +159,11 @@ class QuiverPeer(Peer):
     def __init__(self, corpus: Corpus, threads: int) -> None:
         super().__init__(corpus, threads)
         if threads > numba.config.NUMBA_NUM_THREADS:
-            raise SystemExit(f"--threads {threads} exceeds Numba's pool of "
-                             f"{numba.config.NUMBA_NUM_THREADS}; start with "
-                             f"NUMBA_NUM_THREADS={threads} in the environment")
+            raise SystemExit(
+                f"--threads {threads} exceeds Numba's pool of "
+                f"{numba.config.NUMBA_NUM_THREADS}; start with "
+                f"NUMBA_NUM_THREADS={threads} in the environment"
+            )
         numba.set_num_threads(threads)
         self.threads = threads
         self.parser = engine.Parser(corpus.stream)
@@ -199,17 +207,17 @@ class PyArrowPeer(Peer):
                 t = pa.string()
             fields.append(pa.field(f.name, t, nullable=f.nullable))
         self.parse_options = pj.ParseOptions(
-            explicit_schema=pa.schema(fields),
-            unexpected_field_behavior="infer" if json_fields else "ignore")
+            explicit_schema=pa.schema(fields), unexpected_field_behavior="infer" if json_fields else "ignore"
+        )
         self.read_options = pj.ReadOptions(use_threads=threads > 1, block_size=block_size)
 
     def run(self) -> tuple[int, Any]:
-        table = pj.read_json(pa.BufferReader(self.corpus.data), read_options=self.read_options,
-                             parse_options=self.parse_options)
+        table = pj.read_json(
+            pa.BufferReader(self.corpus.data), read_options=self.read_options, parse_options=self.parse_options
+        )
         for name, t in self.casts.items():
             i = table.schema.get_field_index(name)
-            table = table.set_column(i, pa.field(name, t, table.schema.field(i).nullable),
-                                     table.column(i).cast(t))
+            table = table.set_column(i, pa.field(name, t, table.schema.field(i).nullable), table.column(i).cast(t))
         return table.num_rows, table
 
 
@@ -274,11 +282,15 @@ class MsgspecPeer(Peer):
             fields.append((name, annotation, None) if optional else (name, annotation))
         # gc=False: the rows hold no containers, so they need no cycle tracking; msgspec
         # documents this as its fast path for many small structs.
-        row = msgspec.defstruct(f"{corpus.name.title()}Row", fields, kw_only=True, gc=False,
-                                forbid_unknown_fields=corpus.stream.unknown_fields == "reject")
+        row = msgspec.defstruct(
+            f"{corpus.name.title()}Row",
+            fields,
+            kw_only=True,
+            gc=False,
+            forbid_unknown_fields=corpus.stream.unknown_fields == "reject",
+        )
         self.decoder = msgspec.json.Decoder(list[row])
-        self.notes.append("decodes ~8 MiB newline-aligned chunks as JSON arrays into "
-                          "Struct(gc=False); single thread")
+        self.notes.append("decodes ~8 MiB newline-aligned chunks as JSON arrays into Struct(gc=False); single thread")
 
     def run(self) -> tuple[int, Any]:
         rows = 0
@@ -323,8 +335,10 @@ class OrjsonPeer(Peer):
             batch = pa.RecordBatch.from_pylist(rows, schema=self.load_schema)
             del rows
             if self.casts:
-                arrays = [pc.cast(col, self.casts[f.name]) if f.name in self.casts else col
-                          for f, col in zip(self.load_schema, batch.columns)]
+                arrays = [
+                    pc.cast(col, self.casts[f.name]) if f.name in self.casts else col
+                    for f, col in zip(self.load_schema, batch.columns, strict=True)
+                ]
                 batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
             batches.append(batch)
         table = pa.Table.from_batches(batches, schema=self.schema)
@@ -334,6 +348,7 @@ class OrjsonPeer(Peer):
 # --------------------------------------------------------------------------------------------
 # timing and verification
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class PeerResult:
@@ -395,13 +410,13 @@ def compare(reference: pa.RecordBatch, other: pa.Table | pa.RecordBatch) -> list
         same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(a.is_null(), b.is_null()))
         bad = pc.indices_nonzero(pc.invert(same))
         i = bad[0].as_py()
-        problems.append(f"{f.name}: {len(bad)} rows differ, first at row {i}: "
-                        f"quiver={a[i].as_py()!r} peer={b[i].as_py()!r}")
+        problems.append(
+            f"{f.name}: {len(bad)} rows differ, first at row {i}: quiver={a[i].as_py()!r} peer={b[i].as_py()!r}"
+        )
     return problems
 
 
-def make_peers(corpus: Corpus, names: Sequence[str], threads: int,
-               block_size: int) -> list[Peer]:
+def make_peers(corpus: Corpus, names: Sequence[str], threads: int, block_size: int) -> list[Peer]:
     """Build the requested peers; Quiver always comes first (its schema feeds the others)."""
     quiver = QuiverPeer(corpus, threads)
     peers: list[Peer] = [quiver] if "quiver" in names else []
@@ -415,8 +430,15 @@ def make_peers(corpus: Corpus, names: Sequence[str], threads: int,
     return peers
 
 
-def run_corpus(corpus: Corpus, names: Sequence[str], threads: int, repeat: int,
-               block_size: int, verify: bool, log: Callable[[str], None]) -> list[PeerResult]:
+def run_corpus(
+    corpus: Corpus,
+    names: Sequence[str],
+    threads: int,
+    repeat: int,
+    block_size: int,
+    verify: bool,
+    log: Callable[[str], None],
+) -> list[PeerResult]:
     """Warm up, verify and time every peer on one corpus."""
     results = []
     reference: pa.RecordBatch | None = None
@@ -430,8 +452,7 @@ def run_corpus(corpus: Corpus, names: Sequence[str], threads: int, repeat: int,
             if peer.name == "quiver":
                 reference = out
             elif reference is not None:
-                peer.notes += [f"WARNING: differs from Quiver: {p}"
-                               for p in compare(reference, out)]
+                peer.notes += [f"WARNING: differs from Quiver: {p}" for p in compare(reference, out)]
         del out
         times, rows = time_runs(peer.run, repeat)
         results.append(PeerResult(peer.name, peer.output, peer.threads, times, rows, peer.notes))
@@ -443,6 +464,7 @@ def run_corpus(corpus: Corpus, names: Sequence[str], threads: int, repeat: int,
 # reporting
 # --------------------------------------------------------------------------------------------
 
+
 def environment(threads: int) -> dict[str, str]:
     """Versions and machine facts a reader needs to judge (or reproduce) the numbers."""
     try:
@@ -452,8 +474,7 @@ def environment(threads: int) -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
-                       cpu)
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -478,16 +499,19 @@ def _rate(x: float) -> str:
 def format_text(corpus: Corpus, results: list[PeerResult]) -> str:
     """Plain-text table: one line per peer; time ratio > 1 means slower than Quiver."""
     base = next((r.median for r in results if r.peer == "quiver"), None)
-    title = (f"{corpus.name}: {corpus.messages:,} messages, {corpus.megabytes:.1f} MB "
-             f"({len(corpus.data) / max(1, corpus.messages):.0f} B/msg)")
-    header = (f"  {'peer':<8} {'threads':>7} {'median s':>9} {'MB/s':>8} {'msg/s':>8} "
-              f"{'time/quiver':>11}  output")
+    title = (
+        f"{corpus.name}: {corpus.messages:,} messages, {corpus.megabytes:.1f} MB "
+        f"({len(corpus.data) / max(1, corpus.messages):.0f} B/msg)"
+    )
+    header = f"  {'peer':<8} {'threads':>7} {'median s':>9} {'MB/s':>8} {'msg/s':>8} {'time/quiver':>11}  output"
     lines = [title, header]
     for r in results:
         ratio = f"{r.median / base:.2f}x" if base else "-"
-        lines.append(f"  {r.peer:<8} {r.threads:>7} {r.median:>9.3f} "
-                     f"{corpus.megabytes / r.median:>8.1f} {_rate(corpus.messages / r.median):>8} "
-                     f"{ratio:>11}  {r.output}")
+        lines.append(
+            f"  {r.peer:<8} {r.threads:>7} {r.median:>9.3f} "
+            f"{corpus.megabytes / r.median:>8.1f} {_rate(corpus.messages / r.median):>8} "
+            f"{ratio:>11}  {r.output}"
+        )
     for r in results:
         lines += [f"  note {r.peer}: {n}" for n in r.notes]
     return "\n".join(lines)
@@ -496,23 +520,29 @@ def format_text(corpus: Corpus, results: list[PeerResult]) -> str:
 def format_markdown(corpus: Corpus, results: list[PeerResult]) -> str:
     """Markdown section for bench/RESULTS.md."""
     base = next((r.median for r in results if r.peer == "quiver"), None)
-    lines = [f"### {corpus.name}: {corpus.messages:,} messages, {corpus.megabytes:.1f} MB",
-             "",
-             "| peer | threads | median s | MB/s | messages/s | time vs Quiver | output |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"### {corpus.name}: {corpus.messages:,} messages, {corpus.megabytes:.1f} MB",
+        "",
+        "| peer | threads | median s | MB/s | messages/s | time vs Quiver | output |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         ratio = f"{r.median / base:.2f}x" if base else "-"
-        lines.append(f"| {r.peer} | {r.threads} | {r.median:.3f} | "
-                     f"{corpus.megabytes / r.median:.1f} | {_rate(corpus.messages / r.median)} | "
-                     f"{ratio} | {r.output} |")
+        lines.append(
+            f"| {r.peer} | {r.threads} | {r.median:.3f} | "
+            f"{corpus.megabytes / r.median:.1f} | {_rate(corpus.messages / r.median)} | "
+            f"{ratio} | {r.output} |"
+        )
     notes = [f"- {r.peer}: {n}" for r in results for n in r.notes]
     return "\n".join(lines + [""] + notes)
 
 
 def format_environment(env: dict[str, str], markdown: bool, args: argparse.Namespace) -> str:
     """The run's parameters and environment, as a list."""
-    run = (f"messages={args.messages}, seed={args.seed}, repeat={args.repeat} (median), "
-           f"pyarrow block_size={args.block_size}")
+    run = (
+        f"messages={args.messages}, seed={args.seed}, repeat={args.repeat} (median), "
+        f"pyarrow block_size={args.block_size}"
+    )
     if markdown:
         return "\n".join([f"- run: {run}"] + [f"- {k}: {v}" for k, v in env.items()])
     return "\n".join([f"run: {run}"] + [f"{k:>9}: {v}" for k, v in env.items()])
@@ -520,22 +550,25 @@ def format_environment(env: dict[str, str], markdown: bool, args: argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (see module docstring)."""
-    ap = argparse.ArgumentParser(prog="python -m bench.parse",
-                                 description="Time Quiver and peer JSON parsers on the same "
-                                             "NDJSON bytes.")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.parse", description="Time Quiver and peer JSON parsers on the same NDJSON bytes."
+    )
     ap.add_argument("--corpus", choices=(*KINDS, "all"), default="all")
     ap.add_argument("--messages", type=lambda s: int(float(s)), default=1_000_000)
-    ap.add_argument("--threads", type=int,
-                    default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else os.cpu_count() or 1)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--peers", default=",".join(PEERS),
-                    help=f"comma-separated subset of {','.join(PEERS)}")
-    ap.add_argument("--block-size", type=int, default=1 << 20,
-                    help="pyarrow ReadOptions.block_size in bytes (default 1 MiB)")
-    ap.add_argument("--no-verify", dest="verify", action="store_false",
-                    help="skip cross-checking peer outputs against Quiver")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+    ap.add_argument(
+        "--block-size", type=int, default=1 << 20, help="pyarrow ReadOptions.block_size in bytes (default 1 MiB)"
+    )
+    ap.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip cross-checking peer outputs against Quiver"
+    )
     ap.add_argument("--markdown", action="store_true", help="print markdown for bench/RESULTS.md")
     args = ap.parse_args(argv)
     names = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -553,13 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         corpus = load_corpus(name, args.messages, args.seed)
         log(f"{name}: generated {corpus.megabytes:.1f} MB in {time.perf_counter() - t0:.1f}s")
-        results = run_corpus(corpus, names, args.threads, args.repeat, args.block_size,
-                             args.verify, log)
+        results = run_corpus(corpus, names, args.threads, args.repeat, args.block_size, args.verify, log)
         sections.append((format_markdown if args.markdown else format_text)(corpus, results))
         del corpus
     env = format_environment(environment(args.threads), args.markdown, args)
-    legend = ("MB = 10^6 bytes of NDJSON input; median of the timed runs after one untimed "
-              "warm-up; time vs Quiver = peer median / Quiver median (above 1: slower).")
+    legend = (
+        "MB = 10^6 bytes of NDJSON input; median of the timed runs after one untimed "
+        "warm-up; time vs Quiver = peer median / Quiver median (above 1: slower)."
+    )
     if args.markdown:
         print("\n\n".join(["#### Environment\n\n" + env, legend, *sections]))
     else:

@@ -76,6 +76,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     stream = cfg.streams[_pick_stream(cfg, args.stream)]
     parser = Parser(stream, threads=_threads(cfg))
+    parser.warm()  # so the summary's MB/s measures conversion, not kernel loading
     if args.sample is not None:
         if args.inputs:
             raise ConfigError("give input files or --sample N, not both")

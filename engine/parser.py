@@ -83,6 +83,13 @@ class Parser:
         self.threads = threads
         self.max_message_bytes = int(stream.limits.max_message_bytes)
 
+    def warm(self) -> None:
+        """Load (or, on a cold cache, compile) every kernel a batch can need, so that the
+        first real batch is not the one that pays for it."""
+        from engine.sample import sample_ndjson
+
+        self.parse_ndjson(sample_ndjson(self.stream, 8, broken_every=2))
+
     @property
     def schema(self) -> pa.Schema:
         """Arrow schema of accepted batches."""
@@ -157,7 +164,7 @@ class Parser:
             state=np.zeros((k, n), np.uint8),
             ints=np.zeros((c.n_ints, n), np.int64),
             floats=np.zeros((c.n_floats, n), np.float64),
-            spans=np.empty((3, c.n_spans, n), np.int64),
+            spans=np.zeros((3, c.n_spans, n), np.int64),  # absent values keep empty spans
             errors=np.empty((tb.ERR_ROWS, n), np.int64),
         )
 

@@ -505,7 +505,12 @@ def _object_members(
         ns = fields[hint, F_NAME_START]
         ne = fields[hint, F_NAME_END]
         q = p + 2 + ne - ns
-        if fields[hint, F_NAME_PLAIN] and q <= end and buf[q - 1] == _QUOTE and bytes_equal(buf, p + 1, q - 1, text, ns, ne):
+        if (
+            fields[hint, F_NAME_PLAIN]
+            and q <= end
+            and buf[q - 1] == _QUOTE
+            and bytes_equal(buf, p + 1, q - 1, text, ns, ne)
+        ):
             f = hint
             key_len = ne - ns
             escaped = False
@@ -526,6 +531,7 @@ def _object_members(
         p = skip_ws(buf, p + 1, end)
         if p >= end:
             return _fail(st, INVALID_JSON, end)
+        clean = st[ST_SEM_CODE] == OK  # to name the field of a fault found deep in its value
         if f >= 0:
             hint = f + 1 if f + 1 < nfields else 0
             if state[f, i] != STATE_ABSENT:
@@ -549,6 +555,11 @@ def _object_members(
                     st[ST_SEM_KEY_LEN] = key_len
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, UNKNOWN_KEY)
             p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
+        if clean and st[ST_SEM_CODE] != OK and st[ST_SEM_FIELD] == NO_FIELD:
+            st[ST_SEM_FIELD] = f if f >= 0 else UNKNOWN_KEY
+            st[ST_SEM_KEY_START] = a
+            st[ST_SEM_KEY_END] = b
+            st[ST_SEM_KEY_LEN] = key_len
         if p < 0:
             return -1
         p = skip_ws(buf, p, end)

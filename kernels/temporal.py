@@ -52,16 +52,19 @@ def _digits(x, a, n):
 
 
 @njit(nogil=True, cache=True)
-def _parse_date_prefix(x, a):
-    """(days, code) of the ``YYYY-MM-DD`` at x[a:a+10] (the caller checked the length)."""
+def _date_fields(x, a):
+    """(year, month, day) of the ``YYYY-MM-DD`` shape at x[a:a+10], or (-1, -1, -1)."""
     y = _digits(x, a, 4)
     m = _digits(x, a + 5, 2)
     d = _digits(x, a + 8, 2)
     if y < 0 or m < 0 or d < 0 or x[a + 4] != 45 or x[a + 7] != 45:
-        return 0, TYPE_MISMATCH
-    if m < 1 or m > 12 or d < 1 or d > _days_in_month(y, m):
-        return 0, OUT_OF_RANGE
-    return days_from_civil(y, m, d), OK
+        return -1, -1, -1
+    return y, m, d
+
+
+@njit(nogil=True, cache=True)
+def _valid_date(y, m, d):
+    return 1 <= m <= 12 and 1 <= d <= _days_in_month(y, m)
 
 
 @njit(nogil=True, cache=True)
@@ -69,7 +72,12 @@ def parse_date(x, a, b):
     """(days since epoch, code) of the text x[a:b], which must be exactly ``YYYY-MM-DD``."""
     if b - a != 10:
         return 0, TYPE_MISMATCH
-    return _parse_date_prefix(x, a)
+    y, m, d = _date_fields(x, a)
+    if y < 0:
+        return 0, TYPE_MISMATCH
+    if not _valid_date(y, m, d):
+        return 0, OUT_OF_RANGE
+    return days_from_civil(y, m, d), OK
 
 
 @njit(nogil=True, cache=True)
@@ -78,11 +86,12 @@ def parse_rfc3339(x, a, b, unit, frac_digits):
 
     ``frac_digits`` is log10(unit): how many fraction digits the unit keeps.
     """
+    # the shape first (type_mismatch), then the values (out_of_range)
     if b - a < 20:
         return 0, TYPE_MISMATCH
-    days, code = _parse_date_prefix(x, a)
-    if code != OK:
-        return 0, code
+    y, mo, d = _date_fields(x, a)
+    if y < 0:
+        return 0, TYPE_MISMATCH
     sep = x[a + 10]
     if sep != 84 and sep != 116 and sep != 32:  # T t space
         return 0, TYPE_MISMATCH
@@ -110,6 +119,8 @@ def parse_rfc3339(x, a, b, unit, frac_digits):
     if p >= b:
         return 0, TYPE_MISMATCH
     offset = 0
+    oh = 0
+    om = 0
     z = x[p]
     if z == 90 or z == 122:  # Z z
         p += 1
@@ -120,8 +131,6 @@ def parse_rfc3339(x, a, b, unit, frac_digits):
         om = _digits(x, p + 4, 2)
         if oh < 0 or om < 0:
             return 0, TYPE_MISMATCH
-        if oh > 23 or om > 59:
-            return 0, OUT_OF_RANGE
         offset = oh * 3600 + om * 60
         if z == 45:
             offset = -offset
@@ -130,8 +139,9 @@ def parse_rfc3339(x, a, b, unit, frac_digits):
         return 0, TYPE_MISMATCH
     if p != b:
         return 0, TYPE_MISMATCH
-    if hh > 23 or mi > 59 or ss > 59:
+    if not _valid_date(y, mo, d) or hh > 23 or mi > 59 or ss > 59 or oh > 23 or om > 59:
         return 0, OUT_OF_RANGE
+    days = days_from_civil(y, mo, d)
     secs = days * 86400 + hh * 3600 + mi * 60 + ss - offset
     hi = _I64_MAX // unit
     lo = _I64_MIN // unit

@@ -12,8 +12,10 @@ Two independent decoders live here, and the tests check that they agree:
 Where the contract leaves the order of two syntax faults open, the reference does not guess:
 ``judge`` returns the set of codes a correct engine may report (``Verdict.allowed``):
 
-* UTF-8 may be validated inline, after a string's closing quote, or for the whole message
-  before parsing (then ``invalid_utf8`` may outrank an earlier grammar fault);
+* encoding faults (ill-formed UTF-8 bytes, lone surrogate escapes) may be reported where
+  they occur, or only once the grammar is known good (then a later grammar fault wins), or
+  the whole message may be checked for UTF-8 before parsing (then ``invalid_utf8`` outranks
+  an earlier grammar fault);
 * a top-level value that does not start with ``{`` may be refused as ``not_an_object`` at
   once or only after it has been parsed.
 
@@ -28,9 +30,12 @@ documented choices (kernels/temporal.py, kernels/numeric.py, kernels/strings.py)
   timestamp, an integer literal: days since the epoch, ``out_of_range`` outside int32.
 * ``uint64`` accepts 0..2**64-1; a negative literal other than ``-0`` is ``out_of_range``, a
   larger one ``int_overflow``.
-* ``binary`` is ``base64.b64decode(text, validate=True)`` of the decoded JSON string
-  (non-zero pad bits tolerated); anything it refuses is ``type_mismatch``.
+* ``binary`` is ``base64.b64decode(text, validate=True)`` of the decoded JSON string, whose
+  length must be a multiple of 4 (RFC 4648 padded form; Python alone would also take
+  ``"QUJD="``); non-zero pad bits are tolerated; anything refused is ``type_mismatch``.
 * ``float32`` that rounds to infinity is ``out_of_range``.
+* ``binary`` ``min_length``/``max_length`` count decoded bytes; ``min``/``max`` of dates and
+  timestamps may be written as text; ``enum`` on an integer field lists allowed values.
 * nesting depth counts the top-level object as 1.
 """
 
@@ -250,16 +255,19 @@ _SHORT_ESCAPES = {
 
 
 class _Scanner:
-    """Recursive descent over bytes. ``deferred``: check UTF-8 and surrogates only when a
-    string closes (instead of inline). ``eager``: refuse a top level that does not start with
-    ``{`` before parsing it."""
+    """Recursive descent over bytes, raising _Fault at the first fault in document order.
 
-    def __init__(self, raw: bytes, max_depth: int, deferred: bool, eager: bool):
+    ``defer_encoding``: encoding faults (ill-formed UTF-8 bytes, lone surrogate escapes) are
+    noted and parsing goes on; the first one is raised only when the grammar is good.
+    ``eager``: refuse a top level that does not start with ``{`` before parsing it."""
+
+    def __init__(self, raw: bytes, max_depth: int, defer_encoding: bool = False, eager: bool = False):
         self.raw = raw
         self.n = len(raw)
         self.max_depth = max_depth
-        self.deferred = deferred
+        self.defer_encoding = defer_encoding
         self.eager = eager
+        self.encoding_fault: int | None = None  # first deferred encoding fault
 
     def ws(self, i: int) -> int:
         return _WS.match(self.raw, i).end()
@@ -274,6 +282,8 @@ class _Scanner:
         j = self.ws(node.end)
         if j != self.n:
             raise _Fault("invalid_json", j)
+        if self.encoding_fault is not None:
+            raise _Fault("invalid_utf8", self.encoding_fault)
         if node.kind != "object":
             raise _Fault("not_an_object", node.start)
         return node
@@ -355,14 +365,12 @@ class _Scanner:
 
     def string(self, i: int) -> Node:
         raw, n = self.raw, self.n
-        pending: int | None = None  # deferred mode: first UTF-8/surrogate fault position
 
         def utf8_fault(pos: int) -> None:
-            nonlocal pending
-            if not self.deferred:
+            if not self.defer_encoding:
                 raise _Fault("invalid_utf8", pos)
-            if pending is None:
-                pending = pos
+            if self.encoding_fault is None:
+                self.encoding_fault = pos
 
         j = i + 1
         while True:
@@ -371,8 +379,8 @@ class _Scanner:
                 raise _Fault("invalid_json", j)
             c = raw[j]
             if c == ord('"'):
-                if pending is not None:
-                    raise _Fault("invalid_utf8", pending)
+                if self.encoding_fault is not None:  # content is not decodable
+                    return Node("string", i, j + 1, value=raw[i + 1 : j].decode("utf-8", "replace"))
                 return Node("string", i, j + 1, value=self._decode(i + 1, j))
             if c == ord("\\"):
                 if j + 1 >= n:
@@ -411,10 +419,10 @@ class _Scanner:
         return json.loads(b'"' + self.raw[a:b] + b'"')
 
 
-def scan_document(raw: bytes, max_depth: int = 64, deferred: bool = False, eager: bool = False) -> Node:
+def scan_document(raw: bytes, max_depth: int = 64, defer_encoding: bool = False, eager: bool = False) -> Node:
     """Parse one message; raise ReferenceReject(code, position) at the first syntax fault."""
     try:
-        return _Scanner(raw, max_depth, deferred, eager).document()
+        return _Scanner(raw, max_depth, defer_encoding, eager).document()
     except _Fault as f:
         raise ReferenceReject(f.code, f.pos) from None
     except RecursionError:  # pragma: no cover - depth is bounded by max_depth
@@ -446,6 +454,11 @@ def number_value(text: str) -> int | float:
 def syntax_verdict(raw: bytes, max_depth: int = 64) -> tuple[Node | None, frozenset[str], int | None]:
     """(root node or None, codes a correct engine may report, position of the first fault).
 
+    The first fault in document order is always allowed. The contract does not rank syntax
+    faults among themselves, so three other engine strategies are allowed too:
+    encoding faults (bad UTF-8 bytes, lone surrogate escapes) checked only once the grammar
+    is known good; the whole message checked for UTF-8 before parsing; a top level refused
+    as ``not_an_object`` as soon as its first byte is not ``{``.
     A syntactically valid message gives (node, frozenset(), None).
     """
     try:
@@ -455,14 +468,15 @@ def syntax_verdict(raw: bytes, max_depth: int = 64) -> tuple[Node | None, frozen
     else:
         return node, frozenset(), None
     allowed = {primary}
-    for deferred in (False, True):
-        for eager in (False, True):
-            try:
-                scan_document(raw, max_depth, deferred, eager)
-            except ReferenceReject as r:
-                allowed.add(r.code)
-            else:  # pragma: no cover - would be a reference bug
-                raise AssertionError(f"scanner variants disagree on {raw!r}")
+    try:
+        scan_document(raw, max_depth, defer_encoding=True)
+    except ReferenceReject as r:
+        allowed.add(r.code)
+    else:  # pragma: no cover - would be a reference bug
+        raise AssertionError(f"scanner variants disagree on {raw!r}")
+    start = _WS.match(raw).end()
+    if start < len(raw) and raw[start] != ord("{"):
+        allowed.add("not_an_object")
     if first_bad_utf8(raw) is not None:
         allowed.add("invalid_utf8")
     return None, frozenset(allowed), pos
@@ -628,11 +642,22 @@ def parse_rfc3339(text: str, unit: str) -> int:
     return value
 
 
+def _bound(spec: FieldSpec, b: Any) -> Any:
+    """A min/max bound in the column's terms: date/time bounds may be written as text."""
+    if isinstance(b, str) and spec.type == "date32":
+        return parse_date(b)
+    if isinstance(b, str) and spec.type == "timestamp":
+        return parse_rfc3339(b, spec.unit)
+    return b
+
+
 def _check_bounds(spec: FieldSpec, v: float) -> None:
-    if spec.min is not None and v < spec.min:
+    if spec.min is not None and v < _bound(spec, spec.min):
         raise ReferenceReject("out_of_range")
-    if spec.max is not None and v > spec.max:
+    if spec.max is not None and v > _bound(spec, spec.max):
         raise ReferenceReject("out_of_range")
+    if spec.enum is not None and spec.type not in ("string", "enum") and v not in spec.enum:
+        raise ReferenceReject("not_in_enum")
 
 
 def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
@@ -688,6 +713,7 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
                 raise ReferenceReject("int_overflow")
             if t == "date32" and not -(2**31) <= v < 2**31:
                 raise ReferenceReject("out_of_range")
+            _check_bounds(spec, v)
             return v
         raise ReferenceReject("type_mismatch")
     s = node.value
@@ -700,15 +726,22 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
             raise ReferenceReject("not_in_enum")
         return s
     if t == "binary":
+        if len(s) % 4:  # RFC 4648 padded form; b64decode alone also takes "QUJD="
+            raise ReferenceReject("type_mismatch")
         try:
-            return base64.b64decode(s.encode("ascii"), validate=True)
+            data = base64.b64decode(s.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError, ValueError):
             raise ReferenceReject("type_mismatch") from None
-    if t == "date32":
-        return parse_date(s)
-    if t == "timestamp":
-        return parse_rfc3339(s, spec.unit)
-    raise ValueError(f"reference does not know type {t!r}")  # pragma: no cover
+        if spec.max_length is not None and len(data) > spec.max_length:
+            raise ReferenceReject("too_long")
+        if spec.min_length is not None and len(data) < spec.min_length:
+            raise ReferenceReject("too_short")
+        return data
+    if t not in ("date32", "timestamp"):  # pragma: no cover
+        raise ValueError(f"reference does not know type {t!r}")
+    v = parse_date(s) if t == "date32" else parse_rfc3339(s, spec.unit)
+    _check_bounds(spec, v)
+    return v
 
 
 def judge(schema: RefSchema, raw: bytes) -> Verdict:

@@ -408,9 +408,20 @@ def gen_message(schema: RefSchema, rnd: random.Random, newlines: bool = False) -
     return Msg(pairs, rnd.getrandbits(32), newlines, ws(rnd, newlines), ws(rnd, newlines))
 
 
+def batch_seeds(max_size: int) -> st.SearchStrategy[list[int]]:
+    """Per-message seeds for a batch of 1..max_size messages, sizes spread evenly.
+
+    Half the time the list comes from hypothesis itself (which shrinks it message by
+    message); otherwise a size and a base seed, so big batches are as common as small ones.
+    """
+    drawn = st.lists(SEEDS, min_size=1, max_size=max_size)
+    spread = st.tuples(st.integers(1, max_size), SEEDS).map(lambda t: [t[1] * 1_000_003 + k for k in range(t[0])])
+    return st.one_of(drawn, spread)
+
+
 def messages(schema: RefSchema, newlines: bool = False, max_size: int = 100) -> st.SearchStrategy[list[bytes]]:
     """Lists of valid messages for ``schema``."""
-    return st.lists(SEEDS, min_size=1, max_size=max_size).map(
+    return batch_seeds(max_size).map(
         lambda seeds: [gen_message(schema, random.Random(s), newlines).render() for s in seeds]
     )
 
@@ -598,11 +609,12 @@ def _bytewise(raw: bytearray, kind: str, rnd: random.Random) -> None:
     elif kind == "replace" and raw:
         raw[min(pos(), len(raw) - 1)] = byte()
     elif kind == "truncate":
-        first = raw.index(b"{") + 1
+        first = raw.find(b"{") + 1 or 1  # keep the opening brace: no whitespace-only message
         del raw[rnd.randint(first, max(first, len(raw) - 1)) :]
     elif kind == "trailing_comma":
         closers = [i for i, c in enumerate(raw) if c in b"]}"]
-        raw.insert(rnd.choice(closers), ord(","))
+        if closers:  # a truncation before may have removed them all
+            raw.insert(rnd.choice(closers), ord(","))
     elif kind == "leading_zero":
         inside = set(strings)
         starts = [
@@ -648,6 +660,4 @@ def gen_mutated(schema: RefSchema, rnd: random.Random) -> bytes:
 
 def mutated_messages(schema: RefSchema, max_size: int = 100) -> st.SearchStrategy[list[bytes]]:
     """Lists of mutated messages for ``schema``."""
-    return st.lists(SEEDS, min_size=1, max_size=max_size).map(
-        lambda seeds: [gen_mutated(schema, random.Random(s)) for s in seeds]
-    )
+    return batch_seeds(max_size).map(lambda seeds: [gen_mutated(schema, random.Random(s)) for s in seeds])

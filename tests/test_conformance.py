@@ -25,6 +25,7 @@ streams:
       i: {type: int64}
       u: {type: uint64}
       f: {type: float64}
+      g: {type: float32}
       s: {type: string}
       b: {type: bool}
       j: {type: json}
@@ -116,6 +117,14 @@ MAIN_CASES = [
     Y("y_float_long_mantissa", '{"f":' + LONG + "}", f=float(LONG)),
     Y("y_float_leading_fraction_zeros", '{"f":0.' + "0" * 400 + "1e400}", f=0.1),
     Y("y_float_big_integer", '{"f":' + "1" + "0" * 400 + "e-400}", f=1.0),
+    Y("y_float32", '{"g":0.1}', g=f32(0.1)),
+    Y("y_float32_max", '{"g":3.4028235e38}', g=f32(3.4028234663852886e38)),
+    Y("y_float32_just_below_overflow", '{"g":3.4028235677973362e38}', g=f32(3.4028234663852886e38)),
+    Y("y_float32_underflow", '{"g":1e-50}', g=0.0),
+    Y("y_float32_min_subnormal", '{"g":1.401298464324817e-45}', g=f32(1.401298464324817e-45)),
+    Y("y_float32_of_float64", '{"g":1.00000005960464477539062500000001}', g=1.0),
+    N("n_float32_overflow", '{"g":1e39}', "out_of_range", field="g"),
+    N("n_float32_overflow_halfway", '{"g":3.4028235677973366e38}', "out_of_range", field="g"),
     Y("y_string_short_escapes", r'{"s":"\"\\\/\b\f\n\r\t"}', s='"\\/\b\f\n\r\t'),
     Y("y_string_unicode_escapes", r'{"s":"\u00e9\ud83d\ude00"}', s="\u00e9\U0001f600"),
     Y("y_string_uppercase_hex", r'{"s":"\u00C9\uD83D\uDE00"}', s="\u00c9\U0001f600"),
@@ -134,8 +143,9 @@ MAIN_CASES = [
     Y("y_bool_false", '{"b":false}', b=False),
     Y(
         "y_all_null",
-        '{"i":null,"u":null,"f":null,"s":null,"b":null,"j":null,"t":null,"d":null,"bin":null,"e":null}',
+        '{"i":null,"u":null,"f":null,"g":null,"s":null,"b":null,"j":null,"t":null,"d":null,"bin":null,"e":null}',
         i=None,
+        g=None,
         b=None,
         j=None,
     ),
@@ -309,6 +319,7 @@ MAIN_CASES = [
     N("n_timestamp_no_seconds", '{"t":"2024-01-01T00:00Z"}', "type_mismatch", field="t"),
     N("n_timestamp_empty_fraction", '{"t":"2024-01-01T00:00:00.Z"}', "type_mismatch", field="t"),
     N("n_timestamp_leap_second", '{"t":"2016-12-31T23:59:60Z"}', "out_of_range", field="t"),
+    N("n_timestamp_three_digit_day", '{"t":"2000-09-330T00:00:00Z"}', "type_mismatch", field="t"),
     N("n_timestamp_month_13", '{"t":"2024-13-01T00:00:00Z"}', "out_of_range", field="t"),
     N("n_timestamp_overflow", '{"t":9223372036854775808}', "int_overflow", field="t"),
     N("n_date_bad_format", '{"d":"2024-1-01"}', "type_mismatch", field="d"),
@@ -316,6 +327,8 @@ MAIN_CASES = [
     N("n_date_feb_30", '{"d":"2023-02-29"}', "out_of_range", field="d"),
     N("n_binary_bad_padding", '{"bin":"QQ="}', "type_mismatch", field="bin"),
     N("n_binary_no_padding", '{"bin":"QQ"}', "type_mismatch", field="bin"),
+    N("n_binary_excess_padding", '{"bin":"QUJD="}', "type_mismatch", field="bin"),
+    N("n_binary_padding_inside", '{"bin":"QQ==QQ=="}', "type_mismatch", field="bin"),
     N("n_binary_urlsafe", '{"bin":"-_=="}', "type_mismatch", field="bin"),
     N("n_binary_space", '{"bin":"QU JD"}', "type_mismatch", field="bin"),
     N("n_binary_number", '{"bin":1}', "type_mismatch", field="bin"),

@@ -111,7 +111,8 @@ def test_absent_and_null_become_arrow_nulls(all_types_parser):
         ('{"req": 1, "req": 2}', "duplicate_field", "req", 11),
         ('{"req": 1, "\\u0072eq": 2}', "duplicate_field", "req", 11),
         ('{"x": 1, "x": 2, "req": 1}', "duplicate_field", "x", 9),
-        ('{"j": {"a": 1, "a": 2}, "req": 1}', "duplicate_field", None, 15),
+        ('{"j": {"a": 1, "a": 2}, "req": 1}', "duplicate_field", "j", 15),
+        ('{"zz": [{"a": 1, "a": 2}], "req": 1}', "duplicate_field", "zz", 17),
         ('{"j": [[[[[[[[1]]]]]]]], "req": 1}', "too_deep", None, 13),
         ('{"x": {"y": [{"z": [[[[[1]]]]]}]}, "req": 1}', "too_deep", None, 23),
     ],
@@ -259,3 +260,8 @@ def test_thread_count_does_not_change_results(all_types_parser):
     one_thread = engine.Parser(all_types_parser.stream, threads=1).parse_ndjson(data)
     default = all_types_parser.parse_ndjson(data)
     assert one_thread.batch.equals(default.batch) and one_thread.rejects.equals(default.rejects)
+
+
+def test_warm_parses_a_sample_without_side_effects(all_types_parser):
+    all_types_parser.warm()
+    assert all_types_parser.parse_ndjson(b'{"req": 5}').batch.column("req").to_pylist() == [5]

@@ -238,6 +238,24 @@ def test_mutations_same_verdict(all_types, all_types_strict, raws):
     check(all_types_strict, raws, all_types_strict.parser.parse_messages(raws), strict_codes=False)
 
 
+@settings(SETTINGS, max_examples=60)
+@given(mutated_messages(_MUTATION_SCHEMA, max_size=150))
+def test_mutations_through_newline_framing(all_types, raws):
+    # one line per message: newlines become spaces, a line's trailing CR is dropped
+    lines = [r.replace(b"\n", b" ").rstrip(b"\r") for r in raws]
+    lines = [line for line in lines if line.strip(b" \t\r")]
+    data = b"\n".join(lines)
+    res = all_types.parser.parse_ndjson(data)
+    assert res.blank == 0
+    check(all_types, lines, res, strict_codes=False)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    rj = res.rejects.to_pydict()
+    for i, off in zip(rj["index"], rj["offset"], strict=True):
+        assert off == starts[i], (i, lines[i], off, starts[i])
+
+
 @settings(SETTINGS, max_examples=80)
 @given(st.lists(FLOAT_TEXT, min_size=1, max_size=200))
 def test_float_literals_bit_exact(numbers, texts):

@@ -107,6 +107,8 @@ JUDGE_CASES = [
     (b'{"r":1,"j":null}', {"j": None}),
     (b'{"r":1,"bin":"QUJD"}', {"bin": b"ABC"}),
     (b'{"r":1,"bin":"QUJ"}', "type_mismatch"),
+    (b'{"r":1,"bin":"QUJD="}', "type_mismatch"),
+    (b'{"r":1,"bin":"QR=="}', {"bin": b"A"}),
     (b'{"r":1,"bin":"QU\\/D"}', {"bin": base64.b64decode("QU/D")}),
     (b'{"r":1,"d":"2024-02-29"}', {"d": days_from_civil(2024, 2, 29)}),
     (b'{"r":1,"d":"2023-02-29"}', "out_of_range"),
@@ -148,6 +150,27 @@ def test_judge_known_cases(raw, want):
                 assert v.row[k] == x
 
 
+def test_rules_on_dates_binary_and_integer_enums():
+    schema = RefSchema.from_yaml(
+        """
+streams:
+  x:
+    fields:
+      d: {type: date32, min: "2000-01-01"}
+      t: {type: "timestamp[s]", max: "2000-01-01T00:00:00Z"}
+      b: {type: binary, max_length: 2}
+      k: {type: uint16, enum: [1, 7]}
+"""
+    )
+    assert judge(schema, b'{"d":"1999-12-31"}').code == "out_of_range"
+    assert judge(schema, b'{"d":"2000-01-01","t":946684800}').accepted
+    assert judge(schema, b'{"t":"2000-01-01T00:00:01Z"}').code == "out_of_range"
+    assert judge(schema, b'{"b":"QUJD"}').code == "too_long"
+    assert judge(schema, b'{"b":"QUI="}').row["b"] == b"AB"
+    assert judge(schema, b'{"k":7}').row["k"] == 7
+    assert judge(schema, b'{"k":2}').code == "not_in_enum"
+
+
 def test_schema_first_fault_in_document_order_and_field():
     v = judge(SCHEMA, b'{"f":"no","i":"no","r":1}')
     assert (v.code, v.field) == ("type_mismatch", "f")
@@ -164,6 +187,10 @@ def test_ambiguous_syntax_codes_are_sets():
     assert syntax_verdict(b'{"a":"\\ud800\\x"}')[1] == {"invalid_json", "invalid_utf8"}
     assert syntax_verdict(b'{"a":"\\ud800"}')[1] == {"invalid_utf8"}
     assert syntax_verdict(b'{"a":01}')[1] == {"invalid_json"}
+    assert syntax_verdict(b'{"a":"\\udfdd","b":[[[1]]]}', max_depth=3)[1] == {"invalid_utf8", "too_deep"}
+    assert syntax_verdict(b'[1,"\\ud800"]')[1] == {"invalid_utf8", "not_an_object"}
+    assert syntax_verdict(b'{"a":[[[1]]],"b":"\xff"}', max_depth=3)[1] == {"invalid_utf8", "too_deep"}
+    assert syntax_verdict(b'{"a":[[[1]]],"b":"\\ud800"}', max_depth=3)[1] == {"too_deep"}
 
 
 def test_reference_parse_shape():
