@@ -78,3 +78,21 @@ def load_u64(typingctx, arr, idx):
         return builder.load(wide, align=1)
 
     return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def store_u64(typingctx, arr, idx, value):
+    """Write ``value`` as 8 little-endian bytes at arr[idx:idx+8], at any alignment.
+
+    The caller guarantees idx + 8 <= len(arr). Lets gathers copy 8 bytes per step.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and value == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        builder.store(args[2], builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, value), codegen
