@@ -46,6 +46,7 @@ import platform
 import statistics
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ def _is_epoch_int(corpus: Corpus, name: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-class Peer:
+class Peer(ABC):
     """A parser under test.  ``run`` must do all the work a caller would need for its output."""
 
     name = "?"
@@ -145,9 +146,9 @@ class Peer:
         self.corpus = corpus
         self.notes: list[str] = []
 
+    @abstractmethod
     def run(self) -> tuple[int, Any]:
         """Parse the corpus; return (rows produced, output to verify or None)."""
-        raise NotImplementedError
 
 
 class QuiverPeer(Peer):
