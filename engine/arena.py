@@ -1,39 +1,80 @@
 """Arenas: preallocated byte buffers that whole messages are copied into, reused per batch.
 
-An ``Arena`` holds a stream's raw bytes (``data``, ``max_bytes`` long) until the kernels have
-parsed them; an ``ArenaPool`` owns a fixed number of arenas per stream, so ingest memory is
-bounded by ``arenas * max_bytes`` whatever producers send. When no arena is free, whoever
-fills them waits: that wait is the backpressure producers feel.
+An ``Arena`` holds a stream's raw bytes (``data``) until the kernels have parsed them. In
+the service, every append is one or more *whole* messages (connections keep their partial
+last message back), recorded as a ``Region`` of newline-delimited or length-prefixed bytes:
+framing itself runs later, in the kernels. An ``ArenaPool`` owns a fixed number of arenas
+per stream, so ingest memory is bounded by ``arenas * capacity`` whatever producers send.
+When no arena is free, whoever fills them waits: that wait is the backpressure producers feel.
 """
 
 from __future__ import annotations
 
-import threading
+import math
+from dataclasses import dataclass
+from typing import Any
 
+import anyio
 import numpy as np
+
+LINES = 0  # newline-delimited JSON, every line complete (ends with LF)
+FRAMES = 1  # u32 big-endian length-prefixed frames, every frame complete
+
+
+@dataclass
+class Region:
+    """``data[start:end]`` of one framing; ``owner`` (an HTTP request's receipt, say) wants
+    to hear how its messages fared. Appends without an owner merge into one region."""
+
+    start: int
+    end: int
+    kind: int
+    owner: Any = None
 
 
 class Arena:
     """One reusable buffer: ``data[:used]`` holds bytes not yet parsed."""
 
-    def __init__(self, max_bytes: int) -> None:
-        self.data = np.empty(max_bytes, np.uint8)
+    def __init__(self, capacity: int) -> None:
+        self.data = np.empty(capacity, np.uint8)
         self.used = 0
+        self.messages = 0  # messages appended (newline framing counts blank lines too)
+        self.regions: list[Region] = []
+        self.opened_at = math.inf  # monotonic time of the first append since reset
 
     @property
     def capacity(self) -> int:
         return len(self.data)
 
+    def room(self) -> int:
+        return self.capacity - self.used
+
     def free_space(self) -> memoryview:
         """Writable view of the unused tail, for ``readinto``/``recv_into``."""
         return memoryview(self.data)[self.used :]
 
-    def append(self, chunk: bytes | memoryview) -> int:
+    def append(self, chunk: bytes | bytearray | memoryview) -> int:
         """Copy as much of ``chunk`` as fits; return how many bytes were taken."""
         n = min(len(chunk), self.capacity - self.used)
         self.data[self.used : self.used + n] = np.frombuffer(chunk, np.uint8, n)
         self.used += n
         return n
+
+    def add_messages(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+        """Copy ``parts`` (which together hold ``count`` whole messages) as one region.
+
+        The caller has checked ``room()``: a short copy here would split a message.
+        """
+        start = self.used
+        for part in parts:
+            if len(part):
+                self.append(part)
+        last = self.regions[-1] if self.regions else None
+        if last is not None and owner is None and last.owner is None and last.kind == kind and last.end == start:
+            last.end = self.used
+        else:
+            self.regions.append(Region(start, self.used, kind, owner))
+        self.messages += count
 
     def keep_tail(self, consumed: int) -> None:
         """Drop the first ``consumed`` bytes (parsed), moving the rest to the front."""
@@ -44,31 +85,40 @@ class Arena:
 
     def reset(self) -> None:
         self.used = 0
+        self.messages = 0
+        self.regions = []
+        self.opened_at = math.inf
 
 
 class ArenaPool:
-    """A fixed set of arenas for one stream; ``acquire`` waits while all are in use."""
+    """A fixed set of arenas for one stream, handed out on the event loop.
 
-    def __init__(self, count: int, max_bytes: int) -> None:
-        self._free = [Arena(max_bytes) for _ in range(count)]
-        self._cond = threading.Condition()
+    ``acquire`` waits (FIFO) while every arena is filling, queued for the kernels or waiting
+    for consumers; ``release`` returns one. Nothing is allocated after construction.
+    """
+
+    def __init__(self, count: int, capacity: int) -> None:
         self.count = count
+        self._send, self._receive = anyio.create_memory_object_stream[Arena](count)
+        for _ in range(count):
+            self._send.send_nowait(Arena(capacity))
 
-    def acquire(self, timeout: float | None = None) -> Arena | None:
-        """A free arena, or None if none became free within ``timeout`` seconds."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._free, timeout):
-                return None
-            arena = self._free.pop()
+    async def acquire(self) -> Arena:
+        arena = await self._receive.receive()
+        arena.reset()
+        return arena
+
+    def try_acquire(self) -> Arena | None:
+        try:
+            arena = self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            return None
         arena.reset()
         return arena
 
     def release(self, arena: Arena) -> None:
-        with self._cond:
-            self._free.append(arena)
-            self._cond.notify()
+        self._send.send_nowait(arena)
 
     @property
     def available(self) -> int:
-        with self._cond:
-            return len(self._free)
+        return self._receive.statistics().current_buffer_used

@@ -1,13 +1,15 @@
-"""The ``quiver`` command line: ``convert`` and ``check`` (``serve`` comes with the service).
+"""The ``quiver`` command line: ``serve``, ``convert`` and ``check``.
 
 A thin layer over the public API: it loads the config (the embedded default unless ``-c``
-names one), builds a ``Parser`` and prints what happened.
+names one), then runs an ``Engine`` (serve) or a ``Parser`` (convert) and prints what
+happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -126,9 +128,40 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from engine import logs
+
+    cfg = _load(args.config)
+    logs.configure(args.log_level or cfg.log_level)
+    return anyio.run(_serve, cfg)
+
+
+async def _serve(cfg: Config) -> int:
+    import signal
+
+    import anyio
+
+    from engine.service import Engine
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with Engine(cfg) as eng:
+            print(f"quiver ready in {eng.ready_seconds:.2f}s: " + "  ".join(eng.endpoints), flush=True)
+            async for signum in signals:
+                logging.getLogger("quiver.cli").info("signal name=%s", signal.Signals(signum).name)
+                break
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="quiver", description="Strict, fast NDJSON ingest into Apache Arrow.")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ingest service (listeners from the config)")
+    serve.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log_level")
+    serve.set_defaults(run=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config and print the resolved Arrow schemas")
     check.add_argument("-c", "--config", help="YAML config (default: the embedded default)")

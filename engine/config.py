@@ -157,18 +157,21 @@ class Limits(_Model):
     max_depth: int = Field(default=64, ge=1, le=10000)
     max_connections: int = Field(default=10000, ge=1)
     idle_timeout_s: float = Field(default=300.0, gt=0)
+    max_body_bytes: ByteSize = Field(default=ByteSize(64 << 20), ge=1024)  # HTTP body, after gzip inflation
 
 
 class StreamConfig(_Model):
     """One named stream: its format, fields and batching."""
 
-    name: str = ""
+    name: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_-]*)?$")
     format: Literal["ndjson"] = "ndjson"
     unknown_fields: Literal["ignore", "reject"] = "ignore"
     fields: dict[str, FieldSpec] = Field(min_length=1)
     batch: BatchSpec = BatchSpec()
     arenas: int = Field(default=4, ge=1, le=1024)
     limits: Limits | None = None  # per-stream override; else the config's limits
+    slow_consumer: Literal["block", "disconnect"] = "block"
+    consumer_queue: int = Field(default=16, ge=1, le=1 << 16)  # batches queued per consumer
 
 
 class ListenSpec(_Model):
@@ -201,6 +204,7 @@ class Config(_Model):
     listen: list[ListenSpec] = []
     limits: Limits = Limits()
     kernels: KernelSpec = KernelSpec()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.arena import Arena, ArenaPool
+from engine.arena import Arena
 from engine.parser import Parser, as_uint8
 from kernels.framing import frame_lines
 
@@ -89,7 +89,7 @@ class LineConverter:
         batch = parser.stream.batch
         # an arena must hold a whole maximal message plus some room to see where it ends
         size = max(int(batch.max_bytes), parser.max_message_bytes + (64 << 10))
-        self.pool = ArenaPool(1, size)
+        self.arena = Arena(size)
         self.max_messages = batch.max_messages
         self.on_batch = on_batch
         self.on_rejects = on_rejects
@@ -99,12 +99,9 @@ class LineConverter:
 
     def run(self, inputs: Iterable[BinaryIO]) -> ConvertSummary:
         started = time.perf_counter()
-        arena = self.pool.acquire()
-        try:
-            for f in inputs:
-                self._feed(f, arena)
-        finally:
-            self.pool.release(arena)
+        self.arena.reset()
+        for f in inputs:
+            self._feed(f, self.arena)
         self.summary.seconds = time.perf_counter() - started
         return self.summary
 

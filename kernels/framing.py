@@ -136,3 +136,20 @@ def frame_length_prefixed(buf, start, end):
         ends[k] = p + 4 + length
         p += 4 + length
     return starts, ends, p
+
+
+@njit(nogil=True, cache=True)
+def scan_length_prefixed(buf, start, end, max_len):
+    """Count the whole frames at the front of buf[start:end] whose body is at most
+    ``max_len`` bytes: (stop, count). ``stop`` is where a partial frame or the header of
+    an oversize one begins. Serial and allocation-free: connections call it once per read
+    to find how much of the read can move into an arena."""
+    n = 0
+    p = start
+    while p + 4 <= end:
+        length = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        if length > max_len or p + 4 + length > end:
+            break
+        n += 1
+        p += 4 + length
+    return p, n

@@ -41,3 +41,8 @@ def events_config() -> engine.Config:
     from engine.cli import default_config_text
 
     return engine.load_config(default_config_text())
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn, inside the engine, runs on asyncio

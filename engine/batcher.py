@@ -1,0 +1,157 @@
+"""Per-stream accumulation: whole messages into the current arena, and when it is a batch.
+
+Every listener of a stream appends to the same current arena (one event loop, so appends
+need no lock). The arena becomes a batch on ``max_messages``, ``max_bytes`` or
+``linger_ms`` after its first message, whichever comes first, or when the next append
+does not fit. Flushed arenas queue for the pipeline; when every arena of the pool is
+queued, parsing or waiting on consumers, appends wait for one to come back, and so do the
+connections behind them: that is how producers feel backpressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine.arena import Arena, ArenaPool
+from engine.config import BatchSpec
+
+
+class StreamClosed(RuntimeError):
+    """The stream is shutting down and takes no more messages."""
+
+
+@dataclass
+class Receipt:
+    """How the messages of one submission (an HTTP request, an ``ingest`` call) fared.
+
+    Filled in on the event loop as the batches holding them are parsed; ``wait`` returns
+    once every one of them has been handed to the outputs.
+    """
+
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[dict] = field(default_factory=list)
+    max_errors: int = 10
+    _messages: int = 0  # messages settled so far: the index of the next one
+    _pending: int = 0  # regions appended and not yet settled
+    _closed: bool = False
+    _done: anyio.Event = field(default_factory=anyio.Event)
+
+    def add_region(self) -> None:
+        self._pending += 1
+
+    def settle(self, messages: int, rejected: int, first_rejects: list[dict]) -> None:
+        """One region's outcome: ``messages`` in it, ``rejected`` of them, and the first
+        few dead letters with their index within the region."""
+        for r in first_rejects:
+            if len(self.errors) >= self.max_errors:
+                break
+            self.errors.append({**r, "index": self._messages + r["index"]})
+        self.accepted += messages - rejected
+        self.rejected += rejected
+        self._messages += messages
+        self._pending -= 1
+        self._maybe_done()
+
+    def close(self) -> None:
+        """No more regions will be added."""
+        self._closed = True
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._closed and self._pending == 0:
+            self._done.set()
+
+    async def wait(self) -> Receipt:
+        await self._done.wait()
+        return self
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "rejected": self.rejected, "errors": self.errors}
+
+
+class Batcher:
+    """Fills one stream's arenas with whole messages and flushes them as batches."""
+
+    def __init__(self, pool: ArenaPool, spec: BatchSpec, flushed: MemoryObjectSendStream[Arena]) -> None:
+        self._pool = pool
+        self._max_messages = spec.max_messages
+        self._max_bytes = int(spec.max_bytes)
+        self._linger = spec.linger_ms / 1000
+        self._flushed = flushed
+        self._current: Arena | None = None
+        self._generation = 0  # bumps on every acquire: tells a reused arena from its past
+        self._acquiring = anyio.Lock()
+        self._armed = anyio.Event()
+        self._closed = False
+
+    @classmethod
+    def create(cls, pool: ArenaPool, spec: BatchSpec) -> tuple[Batcher, MemoryObjectReceiveStream[Arena]]:
+        """A batcher and the queue its flushed arenas arrive on (never full: at most every
+        arena of the pool can be in it)."""
+        send, receive = anyio.create_memory_object_stream[Arena](pool.count)
+        return cls(pool, spec, send), receive
+
+    @property
+    def saturated(self) -> bool:
+        """True when no arena is free: the pipeline is behind, new work would only wait."""
+        return self._pool.available == 0 and (self._current is None or self._current.used >= self._max_bytes)
+
+    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+        size = sum(len(p) for p in parts)
+        while True:
+            if self._closed:
+                raise StreamClosed("stream is shutting down")
+            arena = self._current
+            if arena is not None and arena.room() >= size:
+                break
+            if arena is not None:
+                if arena.used == 0:
+                    raise ValueError(f"{size} bytes cannot fit an arena of {arena.capacity}")
+                self.flush()
+            async with self._acquiring:
+                if self._current is None and not self._closed:
+                    self._current = await self._pool.acquire()
+                    self._generation += 1
+        if arena.used == 0:
+            arena.opened_at = anyio.current_time()
+            self._armed.set()
+        arena.add_messages(parts, kind, count, owner)
+        if owner is not None:
+            owner.add_region()
+        if arena.messages >= self._max_messages or arena.used >= self._max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the current arena to the pipeline now, if it holds anything."""
+        arena = self._current
+        if arena is None or arena.used == 0:
+            return
+        self._current = None
+        self._flushed.send_nowait(arena)
+
+    async def run_linger(self) -> None:
+        """Flush each arena ``linger_ms`` after its first message (runs until cancelled)."""
+        while True:
+            await self._armed.wait()
+            self._armed = anyio.Event()
+            arena, generation = self._current, self._generation
+            if arena is None or arena.used == 0:
+                continue
+            await anyio.sleep_until(arena.opened_at + self._linger)
+            if self._current is arena and self._generation == generation:
+                self.flush()
+
+    def close(self) -> None:
+        """Flush what is buffered and end the queue: the pipeline drains, then stops."""
+        self.flush()
+        self._closed = True
+        self._flushed.close()

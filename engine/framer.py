@@ -1,0 +1,161 @@
+"""Per-connection reassembly: turn arbitrary reads into appends of whole messages.
+
+A TCP read or an HTTP body chunk ends anywhere, usually mid-message. A framer hands the
+whole messages of each read to its sink (a stream's ``Batcher``) as one region, in at most
+one copy, and keeps the unfinished last message back until its rest arrives. It finds
+message boundaries with C-speed byte searches (``rfind``, ``count``) or, for
+length-prefixed frames, one serial kernel call per read: there is no per-message Python work.
+
+A message longer than ``max_message_bytes`` is never buffered whole: once a prefix longer
+than the limit has arrived, that prefix goes to the sink as a message the kernels reject
+as ``too_large`` (so the dead letter shows how it began), and the rest is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.arena import FRAMES, LINES
+from kernels.framing import scan_length_prefixed
+
+#: Largest piece a framer appends at once; arenas leave room for this plus a whole message.
+CHUNK_BYTES = 256 << 10
+
+
+class MessageSink(Protocol):
+    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+        """Copy ``parts`` (``count`` whole messages of framing ``kind``) into the stream."""
+
+
+class LineFramer:
+    """Newline-delimited messages. An unterminated last line at a clean end is a message."""
+
+    def __init__(self, sink: MessageSink, max_message_bytes: int, owner: Any = None) -> None:
+        self._sink = sink
+        self._max = max_message_bytes
+        self._owner = owner
+        self._carry = bytearray()
+        self._skipping = False  # inside an oversize line: drop bytes up to its LF
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._carry)
+
+    async def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) > CHUNK_BYTES:
+            view = memoryview(data)
+            for lo in range(0, len(view), CHUNK_BYTES):
+                await self._feed(bytes(view[lo : lo + CHUNK_BYTES]))
+        elif data:
+            await self._feed(data if isinstance(data, bytes) else bytes(data))
+
+    async def _feed(self, chunk: bytes) -> None:
+        if self._skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                return
+            self._skipping = False
+            chunk = chunk[nl + 1 :]
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
+            self._carry += chunk
+        else:
+            head = memoryview(chunk)[: nl + 1]
+            await self._sink.add((self._carry, head), LINES, chunk.count(b"\n", 0, nl + 1), self._owner)
+            self._carry.clear()
+            self._carry += memoryview(chunk)[nl + 1 :]
+        if len(self._carry) >= self._max + 2:
+            # max + 2 bytes without an LF: even after a CR is trimmed the line is too large
+            await self._sink.add((memoryview(self._carry)[: self._max + 2], b"\n"), LINES, 1, self._owner)
+            self._carry.clear()
+            self._skipping = True
+
+    async def finish(self) -> None:
+        """The producer is done: its unterminated last line, if any, is a message."""
+        if self._carry and not self._skipping:
+            await self._sink.add((self._carry, b"\n"), LINES, 1, self._owner)
+        self._carry.clear()
+
+    def discard(self) -> int:
+        """The connection broke: drop the partial message; returns the bytes dropped."""
+        n = len(self._carry)
+        self._carry.clear()
+        return n
+
+
+class FrameFramer:
+    """u32 big-endian length-prefixed messages. A frame cut short at the end is passed on
+    (header included) as one message, which the kernels reject."""
+
+    def __init__(self, sink: MessageSink, max_message_bytes: int, owner: Any = None) -> None:
+        self._sink = sink
+        self._max = max_message_bytes
+        self._owner = owner
+        self._carry = bytearray()  # the frame being completed, header first
+        self._skip = 0  # body bytes of an oversize frame still to drop
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._carry)
+
+    async def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        for lo in range(0, len(view), CHUNK_BYTES):
+            await self._feed(view[lo : lo + CHUNK_BYTES])
+
+    async def _feed(self, view: memoryview) -> None:
+        pos, n = 0, len(view)
+        buf = None
+        while pos < n:
+            if self._skip:
+                k = min(self._skip, n - pos)
+                self._skip -= k
+                pos += k
+            elif self._carry:
+                pos = await self._complete(view, pos)
+            else:
+                if buf is None:
+                    buf = np.frombuffer(view, np.uint8)
+                    buf.flags.writeable = False  # one kernel signature for every caller
+                stop, count = scan_length_prefixed(buf, pos, n, self._max)
+                if count:
+                    await self._sink.add((view[pos:stop],), FRAMES, count, self._owner)
+                pos = stop
+                if pos < n:
+                    pos = await self._complete(view, pos)
+
+    async def _complete(self, view: memoryview, pos: int) -> int:
+        """Move the bytes of the current frame from ``view[pos:]`` into the carry; once it
+        is whole (or, when oversize, once its kept prefix is), hand it on."""
+        carry = self._carry
+        if len(carry) < 4:
+            take = min(4 - len(carry), len(view) - pos)
+            carry += view[pos : pos + take]
+            pos += take
+            if len(carry) < 4:
+                return pos
+        length = int.from_bytes(carry[:4], "big")
+        keep = min(length, self._max + 1)  # an oversize frame keeps max + 1 bytes
+        take = min(4 + keep - len(carry), len(view) - pos)
+        carry += view[pos : pos + take]
+        pos += take
+        if len(carry) == 4 + keep:
+            carry[:4] = keep.to_bytes(4, "big")
+            await self._sink.add((carry,), FRAMES, 1, self._owner)
+            carry.clear()
+            self._skip = length - keep
+        return pos
+
+    async def finish(self) -> None:
+        if self._carry:
+            # a truncated frame: re-framed whole (its own header becomes its first bytes)
+            await self._sink.add((len(self._carry).to_bytes(4, "big"), self._carry), FRAMES, 1, self._owner)
+        self._carry.clear()
+        self._skip = 0
+
+    def discard(self) -> int:
+        n = len(self._carry)
+        self._carry.clear()
+        return n

@@ -1,0 +1,1 @@
+"""Where batches go once parsed: live fan-out to consumers (``hub``)."""

@@ -1,0 +1,188 @@
+"""One stream's data path after the batcher: arena -> kernels (worker thread) -> outputs.
+
+Flushed arenas arrive in order. Each is framed and parsed on a worker thread while the
+event loop keeps filling the next arena; then, back on the loop, the submissions that
+asked (HTTP requests, ``Engine.ingest``) get their counts, and the batches go to the
+stream's topics. The arena returns to its pool as soon as it is parsed: no output batch
+points into it (values are copied out by the gather kernels).
+
+Threads and kernels: every stream shares one kernel slot (a capacity limiter of one), so
+exactly one batch is in the kernels at any moment, and that batch uses all
+``kernels.threads`` Numba threads. Two batches at once would only split the same cores
+while doubling the working set; with Numba's ``workqueue`` layer concurrent launches
+would even abort the process. See README "Threads".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import anyio
+import numba
+import numpy as np
+import pyarrow as pa
+
+from engine.arena import FRAMES, Arena, ArenaPool
+from engine.outputs.hub import Topic
+from engine.parser import Parser, ParseResult, as_uint8
+from kernels.framing import frame_length_prefixed, frame_lines
+
+log = logging.getLogger("quiver.pipeline")
+
+
+@dataclass
+class StreamStats:
+    """Running counts of one stream; ``received == accepted + rejected`` at every batch."""
+
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    blank: int = 0
+    bytes: int = 0
+    batches: int = 0
+    discarded_partials: int = 0  # partial messages of broken connections (never messages)
+    errors: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "blank": self.blank,
+            "bytes": self.bytes,
+            "batches": self.batches,
+            "discarded_partials": self.discarded_partials,
+            "errors": dict(self.errors),
+        }
+
+
+@dataclass
+class ArenaResult:
+    """What the kernels made of one arena."""
+
+    results: list[ParseResult]
+    starts: np.ndarray  # arena position of every message, in order
+    rejected_index: np.ndarray  # arena-local index of every rejected message, ascending
+    rejects: pa.Table
+    first_index: int  # stream-wide index of the arena's first message
+    nbytes: int
+
+
+class Pipeline:
+    """Parses one stream's flushed arenas in order and publishes their batches."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        pool: ArenaPool,
+        batches: Topic,
+        rejects: Topic,
+        kernel_slot: anyio.CapacityLimiter,
+        threads: int | None = None,
+    ) -> None:
+        self.parser = parser
+        self.pool = pool
+        self.batches = batches
+        self.rejects = rejects
+        self.stats = StreamStats()
+        self._slot = kernel_slot
+        self._threads = threads
+        self._max_messages = parser.stream.batch.max_messages
+        self.done = anyio.Event()
+
+    async def run(self, flushed: anyio.abc.ObjectReceiveStream[Arena]) -> None:
+        """Process arenas until the batcher closes the queue, then close the topics."""
+        try:
+            async with flushed:
+                async for arena in flushed:
+                    await self._process(arena)
+        finally:
+            self.batches.close()
+            self.rejects.close()
+            self.done.set()
+
+    async def _process(self, arena: Arena) -> None:
+        first_index, base = self.stats.received, self.stats.bytes
+        try:
+            out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
+        finally:
+            regions = arena.regions
+            self.pool.release(arena)  # nothing below reads the arena's bytes
+        for r in out.results:
+            self.stats.accepted += r.accepted
+            self.stats.rejected += r.rejected
+            self.stats.received += r.received
+            self.stats.blank += r.blank
+            self.stats.errors.update(r.error_counts)
+        self.stats.bytes += out.nbytes
+        self.stats.batches += len(out.results)
+        for r in out.results:
+            if r.batch.num_rows:
+                await self.batches.publish(r.batch)
+            if r.rejects.num_rows:
+                await self.rejects.publish(r.rejects)
+        self._settle(regions, out)  # after publishing: a receipt means "handed to the outputs"
+        log.debug("batch stream=%s messages=%d bytes=%d", self.parser.stream.name, len(out.starts), out.nbytes)
+
+    def _parse(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
+        """Worker thread: frame every region, parse in batches of at most max_messages."""
+        if self._threads is not None:
+            numba.set_num_threads(self._threads)  # per thread in Numba
+        buf = as_uint8(arena.data[: arena.used])
+        starts, ends, blank = self._frame(buf, arena)
+        results = []
+        n = len(starts)
+        for lo in range(0, max(n, 1), self._max_messages):
+            hi = min(n, lo + self._max_messages)
+            r = self.parser.parse_spans(
+                buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, base=-base, first_index=first_index + lo
+            )
+            results.append(r)
+        rejects = pa.Table.from_batches([r.rejects for r in results], schema=self.parser.rejects_schema)
+        rejected_index = rejects.column("index").to_numpy() - first_index
+        return ArenaResult(results, starts, rejected_index, rejects, first_index, arena.used)
+
+    @staticmethod
+    def _frame(buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, int]:
+        """Message spans of the arena: one framing kernel call per run of same-kind regions."""
+        runs: list[list[int]] = []
+        for region in arena.regions:
+            if runs and runs[-1][2] == region.kind:
+                runs[-1][1] = region.end
+            else:
+                runs.append([region.start, region.end, region.kind])
+        all_starts, all_ends, blank = [], [], 0
+        chunks = max(1, min(numba.get_num_threads() * 4, arena.used >> 16))
+        for start, end, kind in runs:
+            if kind == FRAMES:
+                s, e, _ = frame_length_prefixed(buf, start, end)
+            else:
+                s, e, b, _ = frame_lines(buf, start, end, True, chunks)
+                blank += b
+            all_starts.append(s)
+            all_ends.append(e)
+        if len(runs) == 1:
+            return all_starts[0], all_ends[0], blank
+        if not runs:
+            return np.empty(0, np.int64), np.empty(0, np.int64), 0
+        return np.concatenate(all_starts), np.concatenate(all_ends), blank
+
+    @staticmethod
+    def _settle(regions: list, out: ArenaResult) -> None:
+        """Tell each owning submission how its messages fared (a few vector ops per region)."""
+        owned = [r for r in regions if r.owner is not None]
+        if not owned:
+            return
+        bounds = np.array([[r.start, r.end] for r in owned], np.int64)
+        lo_hi = np.searchsorted(out.starts, bounds)
+        rej = np.searchsorted(out.rejected_index, lo_hi)
+        for region, (lo, hi), (a, b) in zip(owned, lo_hi.tolist(), rej.tolist(), strict=True):
+            first = []
+            if b > a:
+                k = min(b - a, region.owner.max_errors)
+                for row in out.rejects.slice(a, k).select(["index", "error", "field", "position"]).to_pylist():
+                    row["index"] -= out.first_index + lo
+                    first.append(row)
+            region.owner.settle(hi - lo, b - a, first)

@@ -1,0 +1,290 @@
+"""The HTTP API: producers POST NDJSON, consumers GET live Arrow IPC streams.
+
+HTTP/1.1 is uvicorn's (h11 or httptools), served inside Quiver's own event loop; this
+module is the ASGI application plus the glue that starts and stops uvicorn there.
+
+    POST /v1/streams/{name}                NDJSON body (gzip accepted) -> JSON receipt
+    GET  /v1/streams                       streams, their Arrow schemas and counts
+    GET  /v1/streams/{name}/arrow          live Arrow IPC stream of accepted batches
+    GET  /v1/streams/{name}/rejects/arrow  live Arrow IPC stream of dead letters
+    GET  /healthz
+
+A POST answers only after every message of its body is parsed and handed to the outputs.
+It is refused with 503 (and ``Retry-After``) only before any of its body was taken; a
+body over ``limits.max_body_bytes`` (after inflation) gets 413 with the counts of what was
+taken before the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import pyarrow as pa
+import uvicorn
+from anyio.abc import TaskStatus
+
+from engine.batcher import Receipt, StreamClosed
+from engine.config import ListenSpec
+from engine.framer import CHUNK_BYTES
+from engine.outputs.hub import ConsumerDropped, Topic
+from engine.stream import Stream
+
+log = logging.getLogger("quiver.http")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+ARROW_STREAM = b"application/vnd.apache.arrow.stream"
+
+
+def _schema_json(schema: pa.Schema) -> list[dict]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+async def _respond(send: Send, status: int, body: dict, headers: tuple = ()) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class _Chunks:
+    """A write-only file for the IPC writer: collects what it writes until taken."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+class HttpApi:
+    """The ASGI application over the engine's streams."""
+
+    def __init__(self, streams: Mapping[str, Stream]) -> None:
+        self.streams = streams
+        self.stopping = False
+        self._posts = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        parts = path.strip("/").split("/")
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return await _respond(send, 200, {"status": "stopping" if self.stopping else "ok"})
+        if parts[:2] != ["v1", "streams"]:
+            return await _respond(send, 404, {"error": f"no such path: {path}"})
+        if len(parts) == 2:
+            if method != "GET":
+                return await _respond(send, 405, {"error": "use GET"}, ((b"allow", b"GET"),))
+            return await _respond(send, 200, {"streams": [self._describe(s) for s in self.streams.values()]})
+        stream = self.streams.get(parts[2])
+        if stream is None:
+            return await _respond(send, 404, {"error": f"no such stream: {parts[2]!r}", "streams": list(self.streams)})
+        tail = parts[3:]
+        if not tail:
+            if method != "POST":
+                return await _respond(send, 405, {"error": "use POST"}, ((b"allow", b"POST"),))
+            return await self._post(scope, receive, send, stream)
+        if tail in (["arrow"], ["rejects", "arrow"]) and method == "GET":
+            topic = stream.batches if tail == ["arrow"] else stream.rejects
+            return await self._stream_arrow(receive, send, topic)
+        return await _respond(send, 404, {"error": f"no such path: {path}"})
+
+    def _describe(self, stream: Stream) -> dict:
+        base = f"/v1/streams/{stream.name}"
+        return {
+            "name": stream.name,
+            "schema": _schema_json(stream.parser.schema),
+            "rejects_schema": _schema_json(stream.parser.rejects_schema),
+            "post": base,
+            "arrow": f"{base}/arrow",
+            "rejects_arrow": f"{base}/rejects/arrow",
+            "consumers": {"arrow": stream.batches.consumers, "rejects_arrow": stream.rejects.consumers},
+            "stats": stream.stats.as_dict(),
+        }
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, stream: Stream) -> None:
+        headers = dict(scope["headers"])
+        limit = int(stream.limits.max_body_bytes)
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await _respond(send, 413, {"error": f"body of {int(length)} bytes exceeds max_body_bytes ({limit})"})
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"identity", b"gzip", b"x-gzip"):
+            return await _respond(
+                send, 415, {"error": f"unsupported Content-Encoding {encoding.decode(errors='replace')!r}"}
+            )
+        if self.stopping or stream.batcher.saturated:
+            reason = "shutting down" if self.stopping else "stream is saturated"
+            return await _respond(send, 503, {"error": reason}, ((b"retry-after", b"1"),))
+        self._posts += 1
+        self._idle = anyio.Event() if self._posts == 1 else self._idle
+        try:
+            await self._take_body(receive, send, stream, limit, encoding != b"identity")
+        finally:
+            self._posts -= 1
+            if self._posts == 0:
+                self._idle.set()
+
+    async def _take_body(self, receive: Receive, send: Send, stream: Stream, limit: int, gzipped: bool) -> None:
+        receipt = Receipt()
+        framer = stream.framer("newline", receipt)
+        inflater = zlib.decompressobj(wbits=31) if gzipped else None
+        taken = 0  # body bytes, after inflation
+        failure: tuple[int, str] | None = None
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    framer.discard()
+                    failure = (499, "client went away")
+                    break
+                body = message.get("body", b"")
+                while body and failure is None:
+                    if inflater is None:
+                        data, body = body, b""
+                    else:
+                        try:
+                            data = inflater.decompress(body, CHUNK_BYTES)
+                        except zlib.error as exc:
+                            failure = (400, f"bad gzip body: {exc}")
+                            break
+                        body = inflater.unconsumed_tail
+                    taken += len(data)
+                    if taken > limit:
+                        failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
+                        break
+                    await framer.feed(data)
+                if failure is not None or not message.get("more_body", False):
+                    break
+            if failure is None and inflater is not None and not inflater.eof:
+                failure = (400, "gzip body ended early")
+            if failure is None:
+                await framer.finish()
+            else:
+                framer.discard()
+        except StreamClosed:
+            failure = (503, "shutting down")
+        receipt.close()
+        await receipt.wait()
+        if failure is None:
+            return await _respond(send, 200, receipt.as_dict())
+        if failure[0] != 499:
+            # what was taken before the failure is still counted and delivered: say so
+            await _respond(send, failure[0], {"error": failure[1], **receipt.as_dict()})
+
+    async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic) -> None:
+        sub = topic.subscribe()
+        sink = _Chunks()
+        writer = pa.ipc.new_stream(sink, topic.schema)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")],
+            }
+        )
+        await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
+                try:
+                    async for batch in sub:
+                        writer.write_batch(batch)
+                        await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
+                    writer.close()  # end-of-stream marker: the reader ends cleanly
+                except ConsumerDropped as exc:
+                    log.warning("consumer_dropped transport=http topic=%s reason=%r", topic.name, str(exc))
+                await send({"type": "http.response.body", "body": sink.take(), "more_body": False})
+                tg.cancel_scope.cancel()
+        finally:
+            sub.close()
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Until no POST is in progress."""
+        await self._idle.wait()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: Quiver's CLI owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class HttpListener:
+    """Runs uvicorn on an already bound socket (so port 0 works) inside the current loop."""
+
+    def __init__(self, spec: ListenSpec, streams: Mapping[str, Stream]) -> None:
+        self.spec = spec
+        self.api = HttpApi(streams)
+        self.port = spec.port
+        self._server: _EmbeddedServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.spec.host}:{self.port}"
+
+    async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        family = socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.spec.host, self.spec.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.api,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+        self._server = _EmbeddedServer(config)
+        task_status.started(self.port)
+        await self._server.serve(sockets=[sock])
+
+    async def stop_accepting(self) -> None:
+        """Refuse new work and let POSTs in progress finish; live GETs end with their topics."""
+        self.api.stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+        await self.api.wait_idle()

@@ -1,0 +1,115 @@
+"""TCP producers: one listener per ``listen`` entry of kind ``tcp``, bound to one stream.
+
+Each connection reads large chunks and hands them to a framer (newline or length-prefixed),
+which moves whole messages into the stream's current arena. While the stream has no free
+arena the connection simply stops reading, so the kernel's socket buffers fill and TCP
+pushes back on the producer. A broken connection loses only its own partial message
+(counted); connections beyond ``max_connections`` are refused at once, and one silent for
+``idle_timeout_s`` is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+
+from engine.batcher import Batcher, StreamClosed
+from engine.config import Limits, ListenSpec
+from engine.framer import FrameFramer, LineFramer
+from engine.pipeline import StreamStats
+
+log = logging.getLogger("quiver.tcp")
+
+READ_BYTES = 256 << 10
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: str
+    scope: anyio.CancelScope | None = None  # set while waiting for bytes: stop() cancels it
+
+
+class TcpListener:
+    """Accepts producers for one stream until ``stop``; then lets each finish its last read."""
+
+    def __init__(self, spec: ListenSpec, batcher: Batcher, limits: Limits, stats: StreamStats) -> None:
+        self.spec = spec
+        self._batcher = batcher
+        self._limits = limits
+        self._stats = stats
+        self._connections: set[_Connection] = set()
+        self._accepting = anyio.CancelScope()
+        self._stopping = False
+        self.port = spec.port
+        self.refused = 0
+        self.done = anyio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.spec.host}:{self.port}"
+
+    async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.spec.host, local_port=self.spec.port)
+        self.port = listener.extra(SocketAttribute.local_port)
+        try:
+            async with anyio.create_task_group() as connections:
+                with self._accepting:
+                    task_status.started(self.port)
+                    await listener.serve(self._handle, task_group=connections)
+                await listener.aclose()
+            # leaving the task group waited for every connection to hand over its last bytes
+        finally:
+            self.done.set()
+
+    def stop(self) -> None:
+        """Stop accepting, and stop every connection at its next wait for bytes."""
+        self._stopping = True
+        self._accepting.cancel()
+        for conn in self._connections:
+            if conn.scope is not None:
+                conn.scope.cancel()
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def _handle(self, stream: SocketStream) -> None:
+        async with stream:
+            if len(self._connections) >= self._limits.max_connections:
+                self.refused += 1
+                log.warning("connection_refused listener=%s reason=max_connections", self.url)
+                return
+            peer = "{}:{}".format(*stream.extra(SocketAttribute.remote_address)[:2])
+            conn = _Connection(peer)
+            self._connections.add(conn)
+            cls = LineFramer if self.spec.framing == "newline" else FrameFramer
+            framer = cls(self._batcher, int(self._limits.max_message_bytes))
+            reason = "eof"
+            try:
+                while not self._stopping:
+                    with anyio.CancelScope(deadline=anyio.current_time() + self._limits.idle_timeout_s) as scope:
+                        conn.scope = scope
+                        try:
+                            chunk = await stream.receive(READ_BYTES)
+                        except anyio.EndOfStream:
+                            break
+                    conn.scope = None
+                    if scope.cancelled_caught:
+                        reason = "shutdown" if self._stopping else "idle_timeout"
+                        break
+                    await framer.feed(chunk)
+                await framer.finish()
+            except (anyio.BrokenResourceError, OSError) as exc:
+                reason = f"broken: {exc!r}"
+                if framer.discard():
+                    self._stats.discarded_partials += 1
+            except StreamClosed:
+                reason = "stream closed"
+                if framer.discard():
+                    self._stats.discarded_partials += 1
+            finally:
+                self._connections.discard(conn)
+            log.info("connection_closed listener=%s peer=%s reason=%s", self.url, peer, reason)

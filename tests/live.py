@@ -1,0 +1,62 @@
+"""Helpers for tests that run the real service on loopback: config, producers, consumers."""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+import pyarrow as pa
+
+from engine.outputs.hub import Subscription
+
+SERVICE_YAML = """
+streams:
+  events:
+    fields:
+      seq:  {type: int64, required: true}
+      name: {type: string, max_length: 20}
+      v:    {type: float64}
+    batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}
+    arenas: 3
+  other:
+    fields:
+      seq: {type: int64, required: true}
+    batch: {max_messages: 1000, max_bytes: 1MiB, linger_ms: 5}
+listen:
+  - {kind: tcp, port: 0, stream: events}
+  - {kind: tcp, port: 0, stream: events, framing: length_prefixed}
+  - {kind: tcp, port: 0, stream: other}
+  - {kind: http, port: 0}
+  - {kind: flight, port: 0}
+limits: {max_message_bytes: 4KiB}
+kernels: {threads: 2}
+"""
+
+
+def message(seq: int, name: str = "n") -> bytes:
+    return b'{"seq":%d,"name":"%s","v":%d.5}' % (seq, name.encode(), seq)
+
+
+def send_tcp(port: int, data: bytes, pieces: int = 1) -> None:
+    """Send ``data`` on a fresh connection in ``pieces`` writes, then close it cleanly."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        step = max(1, len(data) // pieces)
+        for lo in range(0, len(data), step):
+            s.sendall(data[lo : lo + step])
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1)  # the server closes after reading everything
+
+
+async def drain(sub: Subscription, into: list[pa.RecordBatch]) -> None:
+    async for batch in sub:
+        into.append(batch)
+
+
+def column(batches: list[pa.RecordBatch], name: str) -> list:
+    return [v for b in batches for v in b.column(name).to_pylist()]
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)

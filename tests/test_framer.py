@@ -1,0 +1,167 @@
+"""Framers: whole messages out of arbitrary reads, one region per read, oversize cut short."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.arena import FRAMES, LINES
+from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
+from kernels.framing import frame_length_prefixed, frame_lines, scan_length_prefixed
+
+pytestmark = pytest.mark.anyio
+
+
+class Sink:
+    """Records each append as the bytes it would copy into an arena."""
+
+    def __init__(self) -> None:
+        self.appends: list[tuple[bytes, int, int]] = []
+
+    async def add(self, parts, kind, count, owner=None):
+        self.appends.append((b"".join(bytes(p) for p in parts), kind, count))
+
+    def data(self) -> bytes:
+        return b"".join(d for d, _, _ in self.appends)
+
+
+def _splits(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def _lines_of(data: bytes) -> list[bytes]:
+    buf = np.frombuffer(data, np.uint8)
+    starts, ends, _, _ = frame_lines(buf, 0, len(buf), True, 1)
+    return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+messages = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ")), max_size=30)
+cuts = st.lists(st.integers(0, 10_000), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msgs=messages, cut=cuts, terminated=st.booleans())
+async def test_line_framer_appends_whole_lines_whatever_the_reads(msgs, cut, terminated):
+    data = b"\n".join(msgs) + (b"\n" if terminated and msgs else b"")
+    sink = Sink()
+    framer = LineFramer(sink, max_message_bytes=1000)
+    for piece in _splits(data, cut):
+        await framer.feed(piece)
+        # every append but the closing one ends at a line boundary
+        assert all(d.endswith(b"\n") for d, _, _ in sink.appends)
+    await framer.finish()
+    assert all(kind == LINES for _, kind, _ in sink.appends)
+    assert _lines_of(sink.data()) == _lines_of(data)
+
+
+async def test_line_framer_counts_lines_per_append():
+    sink = Sink()
+    framer = LineFramer(sink, 100)
+    await framer.feed(b'{"a":1}\n{"a":2}\n{"a"')
+    await framer.feed(b":3}\n")
+    assert [(d, c) for d, _, c in sink.appends] == [(b'{"a":1}\n{"a":2}\n', 2), (b'{"a":3}\n', 1)]
+
+
+async def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
+    sink = Sink()
+    framer = LineFramer(sink, max_message_bytes=16)
+    await framer.feed(b'{"ok":1}\n{"big":"' + b"x" * 30)
+    await framer.feed(b"y" * 5000)  # never buffered: the framer is already skipping
+    assert framer.pending_bytes == 0
+    await framer.feed(b'zz"}\n{"ok":2}\n')
+    await framer.finish()
+    lines = _lines_of(sink.data())
+    assert lines[0] == b'{"ok":1}'
+    assert lines[1] == (b'{"big":"' + b"x" * 30)[:18]  # max + 2 bytes: too large even after a CR trim
+    assert lines[2] == b'{"ok":2}' and len(lines) == 3
+
+
+async def test_oversize_check_survives_a_trailing_cr():
+    sink = Sink()
+    framer = LineFramer(sink, max_message_bytes=4)
+    await framer.feed(b"abcd\r\r")  # 6 bytes = max + 2: one CR trimmed still leaves 5 > 4
+    await framer.finish()
+    assert [len(m) for m in _lines_of(sink.data())] == [5]
+
+
+async def test_long_input_is_appended_in_bounded_pieces():
+    sink = Sink()
+    framer = LineFramer(sink, 1000)
+    data = b'{"k":"' + b"v" * 90 + b'"}\n'
+    await framer.feed(data * 10_000)
+    assert max(len(d) for d, _, _ in sink.appends) <= CHUNK_BYTES + 1000
+    assert sink.data() == data * 10_000 and sum(c for _, _, c in sink.appends) == 10_000
+
+
+async def test_broken_connection_discards_its_partial_message():
+    sink = Sink()
+    framer = LineFramer(sink, 100)
+    await framer.feed(b'{"a":1}\n{"a":')
+    assert framer.discard() == 5
+    await framer.finish()
+    assert sink.data() == b'{"a":1}\n'
+
+
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+@settings(max_examples=150, deadline=None)
+@given(msgs=st.lists(st.binary(max_size=60), max_size=25), cut=cuts)
+async def test_frame_framer_appends_whole_frames_whatever_the_reads(msgs, cut):
+    data = b"".join(_frame(m) for m in msgs)
+    sink = Sink()
+    framer = FrameFramer(sink, max_message_bytes=1000)
+    for piece in _splits(data, cut):
+        await framer.feed(piece)
+    await framer.finish()
+    assert sink.data() == data
+    assert sum(c for _, _, c in sink.appends) == len(msgs)
+    assert all(kind == FRAMES for _, kind, _ in sink.appends)
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1 << 20])
+async def test_oversize_frame_keeps_max_plus_one_bytes_then_resyncs(step):
+    big = b"B" * 100
+    data = _frame(b"first") + _frame(big) + _frame(b"after")
+    sink = Sink()
+    framer = FrameFramer(sink, max_message_bytes=10)
+    for lo in range(0, len(data), step):
+        await framer.feed(data[lo : lo + step])
+    await framer.finish()
+    out = np.frombuffer(sink.data(), np.uint8)
+    s, e, consumed = frame_length_prefixed(out, 0, len(out))
+    assert consumed == len(out)
+    assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"first", big[:11], b"after"]
+
+
+async def test_truncated_frame_at_the_end_is_one_message_with_its_header():
+    sink = Sink()
+    framer = FrameFramer(sink, 100)
+    await framer.feed(_frame(b"ok") + b"\x00\x00\x00\x09abc")
+    await framer.finish()
+    out = np.frombuffer(sink.data(), np.uint8)
+    s, e, _ = frame_length_prefixed(out, 0, len(out))
+    assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"ok", b"\x00\x00\x00\x09abc"]
+
+
+def test_scan_length_prefixed_matches_a_naive_walk():
+    rnd = random.Random(7)
+    for _ in range(200):
+        bodies = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 30))) for _ in range(rnd.randrange(0, 8))]
+        data = b"".join(_frame(b) for b in bodies)
+        data = data[: rnd.randrange(0, len(data) + 1)]
+        limit = rnd.randrange(0, 32)
+        p, n = 0, 0
+        while p + 4 <= len(data):
+            length = int.from_bytes(data[p : p + 4], "big")
+            if length > limit or p + 4 + length > len(data):
+                break
+            p, n = p + 4 + length, n + 1
+        buf = np.frombuffer(data, np.uint8)
+        assert scan_length_prefixed(buf, 0, len(data), limit) == (p, n)

@@ -1,0 +1,62 @@
+"""Topics: bounded queues per consumer, block or disconnect when one is full, drain on close."""
+
+from __future__ import annotations
+
+import anyio
+import pyarrow as pa
+import pytest
+
+from engine.outputs.hub import ConsumerDropped, Topic
+
+pytestmark = pytest.mark.anyio
+SCHEMA = pa.schema([("x", pa.int64())])
+
+
+def _batch(v: int) -> pa.RecordBatch:
+    return pa.record_batch([pa.array([v])], schema=SCHEMA)
+
+
+async def test_block_policy_makes_the_publisher_wait_for_the_slowest_consumer():
+    topic = Topic("t", SCHEMA, queue_size=1, policy="block")
+    sub = topic.subscribe()
+    await topic.publish(_batch(1))
+    with anyio.move_on_after(0.1) as waited:
+        await topic.publish(_batch(2))
+    assert waited.cancelled_caught
+    assert (await sub.next_batch()).column(0)[0].as_py() == 1
+    with anyio.fail_after(5):
+        await topic.publish(_batch(3))
+    assert (await sub.next_batch()).column(0)[0].as_py() == 3
+
+
+async def test_disconnect_policy_drops_only_the_slow_consumer():
+    topic = Topic("t", SCHEMA, queue_size=2, policy="disconnect")
+    slow, fast = topic.subscribe(), topic.subscribe()
+    got = []
+    for v in range(5):
+        await topic.publish(_batch(v))
+        got.append((await fast.next_batch()).column(0)[0].as_py())
+    assert got == [0, 1, 2, 3, 4] and topic.consumers == 1 and topic.dropped == 1
+    assert [(await slow.next_batch()).column(0)[0].as_py() for _ in range(2)] == [0, 1]  # what it had queued
+    with pytest.raises(ConsumerDropped, match="slow consumer"):
+        await slow.next_batch()
+
+
+async def test_close_delivers_what_is_queued_then_ends_iteration():
+    topic = Topic("t", SCHEMA, queue_size=4)
+    sub = topic.subscribe()
+    await topic.publish(_batch(1))
+    await topic.publish(_batch(2))
+    topic.close()
+    assert [b.column(0)[0].as_py() async for b in sub] == [1, 2]
+    assert [b async for b in topic.subscribe()] == []  # subscribing after the end: empty
+
+
+async def test_a_consumer_that_left_is_forgotten():
+    topic = Topic("t", SCHEMA, queue_size=1)
+    sub = topic.subscribe()
+    sub.close()
+    with anyio.fail_after(5):
+        await topic.publish(_batch(1))
+        await topic.publish(_batch(2))
+    assert topic.consumers == 0

@@ -1,0 +1,50 @@
+"""Arrow Flight over loopback with pyarrow.flight: discovery and live do_get streams."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pyarrow as pa
+import pyarrow.flight as fl
+import pytest
+
+from engine import Engine, load_config
+from tests.live import SERVICE_YAML, message, send_tcp, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_flight_lists_streams_and_serves_live_batches_until_shutdown():
+    got: dict[bytes, pa.Table] = {}
+
+    def read(url: str, ticket: bytes) -> None:
+        with fl.connect(url) as client:
+            got[ticket] = client.do_get(fl.Ticket(ticket)).read_all()
+
+    async with Engine(load_config(SERVICE_YAML)) as eng:
+        url = eng.flight[0].url
+        client = fl.connect(url)
+        names = sorted(
+            info.descriptor.path[0] for info in await anyio.to_thread.run_sync(lambda: list(client.list_flights()))
+        )
+        assert names == [b"events", b"events.rejects", b"other", b"other.rejects"]
+        schema = await anyio.to_thread.run_sync(client.get_schema, fl.FlightDescriptor.for_path("events"))
+        assert schema.schema == eng.streams["events"].parser.schema
+        info = await anyio.to_thread.run_sync(client.get_flight_info, fl.FlightDescriptor.for_path("events.rejects"))
+        assert info.endpoints[0].ticket.ticket == b"events.rejects"
+        with pytest.raises(pa.ArrowException, match="no such stream"):
+            await anyio.to_thread.run_sync(client.get_schema, fl.FlightDescriptor.for_path("nope"))
+        client.close()
+
+        readers = [threading.Thread(target=read, args=(url, t)) for t in (b"events", b"events.rejects")]
+        for r in readers:
+            r.start()
+        stream = eng.streams["events"]
+        await wait_until(lambda: stream.batches.consumers == 1 and stream.rejects.consumers == 1)
+        data = b"".join(message(i) + b"\n" for i in range(3000)) + b'{"seq":1.5}\n'
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, data, 5)
+    for r in readers:
+        r.join(30)
+    assert got[b"events"].column("seq").to_pylist() == list(range(3000))
+    assert got[b"events.rejects"].column("error").to_pylist() == ["type_mismatch"]

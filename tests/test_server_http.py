@@ -1,0 +1,151 @@
+"""The HTTP API over loopback with stdlib clients: POST receipts, limits, live Arrow streams."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import anyio
+import pyarrow as pa
+import pytest
+
+from engine import Engine, load_config
+from tests.live import SERVICE_YAML, message, send_tcp, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def request(url: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None):
+    """(status, headers, parsed JSON body) of one request; HTTP errors are answers too."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
+
+
+async def call(*args, **kwargs):
+    return await anyio.to_thread.run_sync(lambda: request(*args, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(
+        SERVICE_YAML.replace(
+            "limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 4KiB, max_body_bytes: 64KiB}"
+        )
+    )
+
+
+async def test_post_answers_with_counts_after_delivery(config):
+    async with Engine(config) as eng:
+        base = eng.http[0].url
+        sub = eng.subscribe("events")
+        body = message(1) + b"\n" + b'{"seq":"x"}\n' + message(2, "a" * 30) + b"\r\n\n" + message(3)
+        status, _, answer = await call(f"{base}/v1/streams/events", body)
+        assert status == 200
+        assert (answer["accepted"], answer["rejected"]) == (2, 2)
+        assert answer["errors"] == [
+            {"index": 1, "error": "type_mismatch", "field": "seq", "position": 7},
+            {"index": 2, "error": "too_long", "field": "name", "position": 16},
+        ]
+        assert (await sub.next_batch()).column("seq").to_pylist() == [1, 3]
+
+
+async def test_gzip_bodies_are_inflated(config):
+    async with Engine(config) as eng:
+        body = gzip.compress(b"".join(message(i) + b"\n" for i in range(100)))
+        status, _, answer = await call(f"{eng.http[0].url}/v1/streams/events", body, {"Content-Encoding": "gzip"})
+        assert status == 200 and answer["accepted"] == 100
+        status, _, answer = await call(f"{eng.http[0].url}/v1/streams/events", body[:-9], {"Content-Encoding": "gzip"})
+        assert status == 400 and "ended early" in answer["error"]
+
+
+async def test_limits_and_unknown_streams(config):
+    async with Engine(config) as eng:
+        base = eng.http[0].url
+        status, _, answer = await call(f"{base}/v1/streams/nope", b"{}")
+        assert status == 404 and answer["streams"] == ["events", "other"]
+        status, _, answer = await call(f"{base}/v1/streams/events", b"x" * (65 << 10))
+        assert status == 413 and "max_body_bytes" in answer["error"]
+        bomb = gzip.compress(b'{"seq":1}\n' * 100_000)  # 1 MB inflated from a few KB
+        status, _, answer = await call(f"{base}/v1/streams/events", bomb, {"Content-Encoding": "gzip"})
+        assert status == 413 and answer["accepted"] < 7000  # only what fit under the cap was taken
+        status, _, answer = await call(f"{base}/v1/streams/events", b"{}", {"Content-Encoding": "br"})
+        assert status == 415
+        status, _, _ = await call(f"{base}/v1/streams/events", method="GET")
+        assert status == 405
+        status, _, answer = await call(f"{base}/healthz")
+        assert status == 200 and answer["status"] == "ok"
+        status, _, answer = await call(f"{base}/v1/streams")
+        events = answer["streams"][0]
+        assert events["name"] == "events"
+        assert events["schema"][0] == {"name": "seq", "type": "int64", "nullable": False}
+        assert events["stats"]["received"] == events["stats"]["accepted"] + events["stats"]["rejected"]
+
+
+async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdown(config):
+    got: dict[str, pa.Table] = {}
+
+    def read(path: str, key: str) -> None:
+        with urllib.request.urlopen(base + path, timeout=60) as resp:
+            assert resp.headers["Content-Type"] == "application/vnd.apache.arrow.stream"
+            got[key] = pa.ipc.open_stream(resp).read_all()
+
+    async with Engine(config) as eng:
+        base = eng.http[0].url
+        readers = [
+            threading.Thread(target=read, args=("/v1/streams/events/arrow", "events")),
+            threading.Thread(target=read, args=("/v1/streams/events/rejects/arrow", "rejects")),
+        ]
+        for r in readers:
+            r.start()
+        stream = eng.streams["events"]
+        await wait_until(lambda: stream.batches.consumers == 1 and stream.rejects.consumers == 1)
+        data = b"".join(message(i) + b"\n" for i in range(5000)) + b"oops\n"
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, data, 10)
+    for r in readers:
+        r.join(30)
+    assert got["events"].column("seq").to_pylist() == list(range(5000))
+    assert got["events"].schema == eng.streams["events"].parser.schema
+    assert got["rejects"].column("raw").to_pylist() == [b"oops"]
+
+
+async def test_a_consumer_that_hangs_up_is_forgotten(config):
+    async with Engine(config) as eng:
+        conn = http.client.HTTPConnection("127.0.0.1", eng.http[0].port)
+        await anyio.to_thread.run_sync(lambda: conn.request("GET", "/v1/streams/events/arrow"))
+        topic = eng.streams["events"].batches
+        await wait_until(lambda: topic.consumers == 1)
+        conn.sock.close()
+        await wait_until(lambda: topic.consumers == 0)
+        receipt = await eng.ingest("events", message(1) + b"\n")  # nothing waits on the departed
+        assert receipt.accepted == 1
+
+
+async def test_503_with_retry_after_when_the_stream_is_saturated():
+    cfg = load_config(
+        SERVICE_YAML.replace(
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 1\n    consumer_queue: 1",
+        )
+    )
+    async with Engine(cfg) as eng:
+        sub = eng.subscribe("events")  # never read until the end: the pipeline stalls
+        data = b"".join(message(i) + b"\n" for i in range(200_000))
+        sender = threading.Thread(target=send_tcp, args=(eng.tcp[0].port, data, 100))
+        sender.start()
+        await wait_until(lambda: eng.streams["events"].batcher.saturated)
+        status, headers, answer = await call(f"{eng.http[0].url}/v1/streams/events", message(1) + b"\n")
+        assert status == 503 and headers["Retry-After"] == "1" and "saturated" in answer["error"]
+        seqs = []
+        with anyio.fail_after(60):
+            while len(seqs) < 200_000:
+                seqs += (await sub.next_batch()).column("seq").to_pylist()
+        await anyio.to_thread.run_sync(sender.join)
+    assert seqs == list(range(200_000))

@@ -1,0 +1,171 @@
+"""The engine end to end on loopback: TCP producers, in-process consumers, shutdown, backpressure."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import anyio
+import pytest
+
+from engine import Engine, load_config
+from engine.outputs.hub import ConsumerDropped
+from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(SERVICE_YAML)
+
+
+async def test_concurrent_tcp_producers_deliver_every_message_exactly_once(config):
+    rnd = random.Random(3)
+    conns, per_conn = 6, 3000
+    payloads, bad = [], 0
+    for c in range(conns):
+        lines = []
+        for i in range(per_conn):
+            seq = c * per_conn + i
+            if seq % 97 == 0:
+                lines.append(b'{"seq":%d,"name":' % seq)  # truncated: invalid_json
+                bad += 1
+            else:
+                lines.append(message(seq))
+        payloads.append(b"\n".join(lines) + b"\n")
+    accepted, rejects = [], []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), accepted)
+        consumers.start_soon(drain, eng.subscribe("events.rejects"), rejects)
+        port = eng.tcp[0].port
+        async with anyio.create_task_group() as producers:
+            for data in payloads:
+                producers.start_soon(anyio.to_thread.run_sync, send_tcp, port, data, rnd.randint(1, 400))
+    stats = eng.stats("events")  # final counts, after shutdown delivered everything
+    seqs = column(accepted, "seq")
+    expected = [s for s in range(conns * per_conn) if s % 97]
+    assert sorted(seqs) == expected  # every good message once, none twice
+    assert len(column(rejects, "index")) == bad and set(column(rejects, "error")) == {"invalid_json"}
+    assert stats["received"] == stats["accepted"] + stats["rejected"] == conns * per_conn
+    assert max(b.num_rows for b in accepted) <= 500  # batch.max_messages
+
+
+async def test_length_prefixed_listener_with_oversize_and_truncated_frames(config):
+    def frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+
+    big = b'{"seq":1,"name":"' + b"x" * 5000 + b'"}'
+    data = frame(message(0)) + frame(big) + frame(b'{"seq":2,\n"v":1e3}') + b"\x00\x00\x00\x50{"
+    accepted, rejects = [], []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), accepted)
+        consumers.start_soon(drain, eng.subscribe("events.rejects"), rejects)
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[1].port, data, 7)
+    assert column(accepted, "seq") == [0, 2]  # a frame may hold newlines
+    assert column(rejects, "error") == ["too_large", "invalid_json"]
+    raw = column(rejects, "raw")
+    assert raw[0] == big[: 4096 + 1]  # the oversize frame's dead letter shows how it began
+    assert raw[1] == b"\x00\x00\x00\x50{"  # the truncated frame, header included
+
+
+async def test_oversize_line_is_rejected_without_losing_its_neighbours(config):
+    big = b'{"seq":5,"name":"' + b"y" * 100_000 + b'"}'
+    data = message(1) + b"\n" + big + b"\n" + message(2) + b"\n"
+    accepted, rejects = [], []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), accepted)
+        consumers.start_soon(drain, eng.subscribe("events.rejects"), rejects)
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, data, 50)
+    assert column(accepted, "seq") == [1, 2]
+    assert column(rejects, "error") == ["too_large"]
+    # a prefix when the line spanned reads (never buffered whole), the line if one read held it
+    raw = column(rejects, "raw")[0]
+    assert raw.startswith(big[: 4096 + 2]) and big.startswith(raw)
+
+
+async def test_shutdown_flushes_partial_arenas_to_connected_consumers():
+    cfg = load_config(SERVICE_YAML.replace("linger_ms: 5}\n    arenas: 3", "linger_ms: 600000}\n    arenas: 3"))
+    accepted = []
+    async with anyio.create_task_group() as consumers, Engine(cfg) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), accepted)
+        # the last message has no newline: the clean end of the connection completes it
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, message(1) + b"\n" + message(2))
+        await wait_until(lambda: eng.streams["events"].batcher._current is not None)
+        assert accepted == []  # linger is ten minutes: nothing flushed yet
+    assert column(accepted, "seq") == [1, 2]
+
+
+async def test_ingest_returns_counts_and_first_errors_after_delivery(config):
+    async with Engine(config) as eng:
+        sub = eng.subscribe("events")
+        receipt = await eng.ingest("events", message(1) + b'\n{"name":"a"}\n\n' + message(2) + b"\n[1]\n")
+        assert (receipt.accepted, receipt.rejected) == (2, 2)
+        assert [(e["index"], e["error"], e["field"]) for e in receipt.errors] == [
+            (1, "missing_required", "seq"),
+            (3, "not_an_object", None),
+        ]
+        batch = await sub.next_batch()  # already handed over when ingest returned
+        assert batch.column("seq").to_pylist() == [1, 2]
+        framed = b"".join(len(m).to_bytes(4, "big") + m for m in (message(3), b"{}"))
+        receipt = await eng.ingest("events", framed, framing="length_prefixed")
+        assert (receipt.accepted, receipt.rejected) == (1, 1)
+        with pytest.raises(KeyError, match="no such stream"):
+            await eng.ingest("nope", b"{}")
+
+
+async def test_concurrent_streams_share_the_kernels_safely(config):
+    n = 20_000
+    events, other = [], []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), events)
+        consumers.start_soon(drain, eng.subscribe("other"), other)
+        a = b"".join(message(i) + b"\n" for i in range(n))
+        b = b"".join(b'{"seq":%d}\n' % i for i in range(n))
+        async with anyio.create_task_group() as producers:
+            for _ in range(2):
+                producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[0].port, a, 64)
+                producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[2].port, b, 64)
+    assert sorted(column(events, "seq")) == sorted(list(range(n)) * 2)
+    assert sorted(column(other, "seq")) == sorted(list(range(n)) * 2)
+
+
+async def test_a_consumer_that_does_not_read_pushes_back_on_tcp_producers():
+    cfg = load_config(
+        SERVICE_YAML.replace(
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
+        )
+    )
+    line = message(1, "x" * 15) + b"\n"
+    data = line * 1_000_000  # ~40 MB: far more than socket buffers, arenas and queues hold
+    async with Engine(cfg) as eng:
+        sub = eng.subscribe("events")
+        sender = threading.Thread(target=send_tcp, args=(eng.tcp[0].port, data, 200))
+        sender.start()
+        await wait_until(lambda: eng.streams["events"].batcher.saturated)
+        await anyio.sleep(0.5)
+        assert sender.is_alive()  # the producer is blocked in send: TCP backpressure
+        assert eng.stats("events")["received"] < 100_000  # and the service holds only a few batches
+        rows = 0
+        with anyio.fail_after(120):
+            while rows < 1_000_000:
+                rows += (await sub.next_batch()).num_rows
+        await anyio.to_thread.run_sync(sender.join)
+    assert rows == 1_000_000
+
+
+async def test_disconnect_policy_drops_a_slow_consumer_and_keeps_the_rest_going():
+    cfg = load_config(
+        SERVICE_YAML.replace("arenas: 3", "arenas: 3\n    slow_consumer: disconnect\n    consumer_queue: 2")
+    )
+    async with Engine(cfg) as eng:
+        slow, fast = eng.subscribe("events"), eng.subscribe("events")
+        seen = 0
+        for k in range(6):
+            await eng.ingest("events", message(k) + b"\n")
+            seen += (await fast.next_batch()).num_rows
+        assert seen == 6 and eng.streams["events"].batches.dropped == 1
+        assert [(await slow.next_batch()).num_rows for _ in range(2)] == [1, 1]
+        with pytest.raises(ConsumerDropped):
+            await slow.next_batch()
