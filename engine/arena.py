@@ -40,7 +40,8 @@ class Arena:
         self.used = 0
         self.messages = 0  # messages appended (newline framing counts blank lines too)
         self.regions: list[Region] = []
-        self.opened_at = math.inf  # monotonic time of the first append since reset
+        self.opened_at = math.inf  # loop time of the first append since reset
+        self.flushed_at = math.inf  # loop time it was handed to the pipeline
 
     @property
     def capacity(self) -> int:
@@ -88,6 +89,7 @@ class Arena:
         self.messages = 0
         self.regions = []
         self.opened_at = math.inf
+        self.flushed_at = math.inf
 
 
 class ArenaPool:

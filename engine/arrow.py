@@ -30,6 +30,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
     metadata={"quiver.kind": "dead_letters"},
 )
 _ERROR_NAMES = pa.array(ERROR_NAMES, pa.string())
+_NO_REJECTS = pa.RecordBatch.from_pylist([], schema=DEAD_LETTER_SCHEMA)
 _INT32_MAX = (1 << 31) - 1
 
 
@@ -130,6 +131,8 @@ def build_rejects(
     what the caller passed; ``first_index`` numbers messages across a stream's batches.
     """
     m = len(rows)
+    if m == 0:
+        return _NO_REJECTS
     errors = cols.errors
     codes = errors[tb.ERR_CODE, rows]
     field_index = errors[tb.ERR_FIELD, rows]

@@ -119,7 +119,11 @@ class Batcher:
                 self.flush()
             async with self._acquiring:
                 if self._current is None and not self._closed:
-                    self._current = await self._pool.acquire()
+                    arena = await self._pool.acquire()
+                    if self._closed:  # closed while we waited: nothing may enter it now
+                        self._pool.release(arena)
+                        raise StreamClosed("stream is shutting down")
+                    self._current = arena
                     self._generation += 1
         if arena.used == 0:
             arena.opened_at = anyio.current_time()
@@ -127,7 +131,7 @@ class Batcher:
         arena.add_messages(parts, kind, count, owner)
         if owner is not None:
             owner.add_region()
-        if arena.messages >= self._max_messages or arena.used >= self._max_bytes:
+        if arena.messages >= self._max_messages or arena.used >= self._max_bytes or self._linger == 0:
             self.flush()
 
     def flush(self) -> None:
@@ -136,6 +140,7 @@ class Batcher:
         if arena is None or arena.used == 0:
             return
         self._current = None
+        arena.flushed_at = anyio.current_time()
         self._flushed.send_nowait(arena)
 
     async def run_linger(self) -> None:
@@ -149,6 +154,11 @@ class Batcher:
             await anyio.sleep_until(arena.opened_at + self._linger)
             if self._current is arena and self._generation == generation:
                 self.flush()
+
+    def hurry(self) -> None:
+        """Shutting down: flush now, and flush every later append at once (no linger)."""
+        self._linger = 0.0
+        self.flush()
 
     def close(self) -> None:
         """Flush what is buffered and end the queue: the pipeline drains, then stops."""

@@ -135,7 +135,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     logs.configure(args.log_level or cfg.log_level)
-    return anyio.run(_serve, cfg)
+    try:
+        import uvloop  # noqa: F401  (a faster asyncio loop, when installed)
+
+        options = {"use_uvloop": True}
+    except ImportError:
+        options = {}
+    return anyio.run(_serve, cfg, backend="asyncio", backend_options=options)
 
 
 async def _serve(cfg: Config) -> int:

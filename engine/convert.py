@@ -137,7 +137,7 @@ class LineConverter:
 
     def _parse_lines(self, arena: Arena, final: bool) -> int:
         buf = as_uint8(arena.data)
-        starts, ends, blank, consumed = frame_lines(buf, 0, arena.used, final, 8)
+        starts, ends, blank, consumed = frame_lines(buf, 0, arena.used, final, 8, self.parser.max_message_bytes)
         self._emit(arena, starts, ends, blank)
         return int(consumed)
 

@@ -3,12 +3,13 @@
 A TCP read or an HTTP body chunk ends anywhere, usually mid-message. A framer hands the
 whole messages of each read to its sink (a stream's ``Batcher``) as one region, in at most
 one copy, and keeps the unfinished last message back until its rest arrives. It finds
-message boundaries with C-speed byte searches (``rfind``, ``count``) or, for
-length-prefixed frames, one serial kernel call per read: there is no per-message Python work.
+message boundaries with a C-speed ``rfind`` and a SWAR line count or, for length-prefixed
+frames, a frame walk: one serial kernel call per read: there is no per-message Python work.
 
 A message longer than ``max_message_bytes`` is never buffered whole: once a prefix longer
-than the limit has arrived, that prefix goes to the sink as a message the kernels reject
-as ``too_large`` (so the dead letter shows how it began), and the rest is skipped.
+than the limit has arrived, that prefix goes to the sink as a (length-prefixed) message
+the kernels reject as ``too_large``, so the dead letter shows how it began, and the rest
+is skipped.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.arena import FRAMES, LINES
-from kernels.framing import scan_length_prefixed
+from kernels.framing import count_lines, scan_length_prefixed
 
 #: Largest piece a framer appends at once; arenas leave room for this plus a whole message.
 CHUNK_BYTES = 256 << 10
+
+
+def _readonly(data: bytes | memoryview) -> np.ndarray:
+    buf = np.frombuffer(data, np.uint8)
+    buf.flags.writeable = False  # one kernel signature whatever the caller passed
+    return buf
+
+
+def warm_framing() -> None:
+    """Load (or compile) the kernels framers call, before any connection needs them."""
+    buf = _readonly(b"\x00\x00\x00\x02{}\n")
+    count_lines(buf, 0, len(buf))
+    scan_length_prefixed(buf, 0, len(buf), 16)
 
 
 class MessageSink(Protocol):
@@ -63,14 +77,17 @@ class LineFramer:
             self._carry += chunk
         else:
             head = memoryview(chunk)[: nl + 1]
-            await self._sink.add((self._carry, head), LINES, chunk.count(b"\n", 0, nl + 1), self._owner)
+            await self._sink.add((self._carry, head), LINES, count_lines(_readonly(chunk), 0, nl + 1), self._owner)
             self._carry.clear()
             self._carry += memoryview(chunk)[nl + 1 :]
         if len(self._carry) >= self._max + 2:
-            # max + 2 bytes without an LF: even after a CR is trimmed the line is too large
-            await self._sink.add((memoryview(self._carry)[: self._max + 2], b"\n"), LINES, 1, self._owner)
-            self._carry.clear()
+            # max + 2 bytes without an LF: even after a CR is trimmed the line is too large.
+            # Its first max + 1 bytes go on as one length-prefixed message, so the kernels
+            # reject it as too_large even when those bytes are all blanks.
+            prefix = bytes(self._carry[: self._max + 1])
+            self._carry = bytearray()
             self._skipping = True
+            await self._sink.add(((self._max + 1).to_bytes(4, "big"), prefix), FRAMES, 1, self._owner)
 
     async def finish(self) -> None:
         """The producer is done: its unterminated last line, if any, is a message."""
@@ -81,7 +98,7 @@ class LineFramer:
     def discard(self) -> int:
         """The connection broke: drop the partial message; returns the bytes dropped."""
         n = len(self._carry)
-        self._carry.clear()
+        self._carry = bytearray()  # a fresh one: a failed append may still view the old
         return n
 
 
@@ -117,8 +134,7 @@ class FrameFramer:
                 pos = await self._complete(view, pos)
             else:
                 if buf is None:
-                    buf = np.frombuffer(view, np.uint8)
-                    buf.flags.writeable = False  # one kernel signature for every caller
+                    buf = _readonly(view)
                 stop, count = scan_length_prefixed(buf, pos, n, self._max)
                 if count:
                     await self._sink.add((view[pos:stop],), FRAMES, count, self._owner)
@@ -143,9 +159,9 @@ class FrameFramer:
         pos += take
         if len(carry) == 4 + keep:
             carry[:4] = keep.to_bytes(4, "big")
-            await self._sink.add((carry,), FRAMES, 1, self._owner)
-            carry.clear()
+            self._carry = bytearray()
             self._skip = length - keep
+            await self._sink.add((bytes(carry),), FRAMES, 1, self._owner)
         return pos
 
     async def finish(self) -> None:
@@ -157,5 +173,5 @@ class FrameFramer:
 
     def discard(self) -> int:
         n = len(self._carry)
-        self._carry.clear()
+        self._carry = bytearray()
         return n

@@ -143,7 +143,9 @@ class Parser:
         """Parse newline-delimited JSON (LF or CRLF; blank lines skipped and counted)."""
         buf = as_uint8(data)
         self._use_threads()
-        starts, ends, blank, _ = frame_lines(buf, 0, len(buf), True, _threads_chunks(max(1, len(buf) >> 16)))
+        starts, ends, blank, _ = frame_lines(
+            buf, 0, len(buf), True, _threads_chunks(max(1, len(buf) >> 16)), self.max_message_bytes
+        )
         return self.parse_spans(buf, starts, ends, blank=blank)
 
     def parse_length_prefixed(self, data: Bytes) -> ParseResult:

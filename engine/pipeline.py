@@ -31,6 +31,9 @@ from kernels.framing import frame_length_prefixed, frame_lines
 
 log = logging.getLogger("quiver.pipeline")
 
+#: Input bytes per kernel thread: below 2 * PARALLEL_BYTES a batch is parsed on one thread.
+PARALLEL_BYTES = 1 << 20
+
 
 @dataclass
 class StreamStats:
@@ -63,7 +66,7 @@ class ArenaResult:
     """What the kernels made of one arena."""
 
     results: list[ParseResult]
-    starts: np.ndarray  # arena position of every message, in order
+    records: np.ndarray  # arena position where each message's record (frame header) begins
     rejected_index: np.ndarray  # arena-local index of every rejected message, ascending
     rejects: pa.Table
     first_index: int  # stream-wide index of the arena's first message
@@ -88,7 +91,7 @@ class Pipeline:
         self.rejects = rejects
         self.stats = StreamStats()
         self._slot = kernel_slot
-        self._threads = threads
+        self._threads = threads or numba.config.NUMBA_NUM_THREADS
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
 
@@ -105,11 +108,14 @@ class Pipeline:
 
     async def _process(self, arena: Arena) -> None:
         first_index, base = self.stats.received, self.stats.bytes
+        t0 = anyio.current_time()
+        opened, flushed = arena.opened_at, arena.flushed_at
         try:
             out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
         finally:
             regions = arena.regions
             self.pool.release(arena)  # nothing below reads the arena's bytes
+        t1 = anyio.current_time()
         for r in out.results:
             self.stats.accepted += r.accepted
             self.stats.rejected += r.rejected
@@ -124,14 +130,23 @@ class Pipeline:
             if r.rejects.num_rows:
                 await self.rejects.publish(r.rejects)
         self._settle(regions, out)  # after publishing: a receipt means "handed to the outputs"
-        log.debug("batch stream=%s messages=%d bytes=%d", self.parser.stream.name, len(out.starts), out.nbytes)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch stream=%s messages=%d bytes=%d fill_ms=%.2f queued_ms=%.2f parse_ms=%.2f publish_ms=%.2f",
+                self.parser.stream.name,
+                len(out.records),
+                out.nbytes,
+                1000 * (flushed - opened),
+                1000 * (t0 - flushed),
+                1000 * (t1 - t0),
+                1000 * (anyio.current_time() - t1),
+            )
 
     def _parse(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
         """Worker thread: frame every region, parse in batches of at most max_messages."""
-        if self._threads is not None:
-            numba.set_num_threads(self._threads)  # per thread in Numba
+        numba.set_num_threads(self._threads_for(arena.used))  # per calling thread in Numba
         buf = as_uint8(arena.data[: arena.used])
-        starts, ends, blank = self._frame(buf, arena)
+        starts, ends, records, blank = self._frame(buf, arena)
         results = []
         n = len(starts)
         for lo in range(0, max(n, 1), self._max_messages):
@@ -140,34 +155,46 @@ class Pipeline:
                 buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, base=-base, first_index=first_index + lo
             )
             results.append(r)
-        rejects = pa.Table.from_batches([r.rejects for r in results], schema=self.parser.rejects_schema)
-        rejected_index = rejects.column("index").to_numpy() - first_index
-        return ArenaResult(results, starts, rejected_index, rejects, first_index, arena.used)
+        rejects = pa.Table.from_batches([r.rejects for r in results if r.rejected], schema=self.parser.rejects_schema)
+        rejected_index = rejects.column("index").to_numpy() - first_index if rejects.num_rows else np.empty(0, np.int64)
+        return ArenaResult(results, records, rejected_index, rejects, first_index, arena.used)
 
-    @staticmethod
-    def _frame(buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, int]:
-        """Message spans of the arena: one framing kernel call per run of same-kind regions."""
+    def _threads_for(self, nbytes: int) -> int:
+        """Kernel threads for a batch of ``nbytes``: one per PARALLEL_BYTES, at most all.
+
+        Waking workers costs little on idle cores but up to a scheduler tick on busy ones
+        (the event loop and producers share them), which would dwarf the parse of a small
+        linger-sized batch; large batches still use every thread.
+        """
+        return max(1, min(self._threads, nbytes // PARALLEL_BYTES))
+
+    def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Message spans of the arena, one framing kernel call per run of same-kind regions:
+        (starts, ends, record starts, blank lines). A record starts at its frame header."""
         runs: list[list[int]] = []
         for region in arena.regions:
             if runs and runs[-1][2] == region.kind:
                 runs[-1][1] = region.end
             else:
                 runs.append([region.start, region.end, region.kind])
-        all_starts, all_ends, blank = [], [], 0
+        if not runs:
+            empty = np.empty(0, np.int64)
+            return empty, empty, empty, 0
+        all_starts, all_ends, all_records, blank = [], [], [], 0
         chunks = max(1, min(numba.get_num_threads() * 4, arena.used >> 16))
         for start, end, kind in runs:
             if kind == FRAMES:
                 s, e, _ = frame_length_prefixed(buf, start, end)
+                all_records.append(s - 4)
             else:
-                s, e, b, _ = frame_lines(buf, start, end, True, chunks)
+                s, e, b, _ = frame_lines(buf, start, end, True, chunks, self.parser.max_message_bytes)
+                all_records.append(s)
                 blank += b
             all_starts.append(s)
             all_ends.append(e)
         if len(runs) == 1:
-            return all_starts[0], all_ends[0], blank
-        if not runs:
-            return np.empty(0, np.int64), np.empty(0, np.int64), 0
-        return np.concatenate(all_starts), np.concatenate(all_ends), blank
+            return all_starts[0], all_ends[0], all_records[0], blank
+        return np.concatenate(all_starts), np.concatenate(all_ends), np.concatenate(all_records), blank
 
     @staticmethod
     def _settle(regions: list, out: ArenaResult) -> None:
@@ -176,7 +203,7 @@ class Pipeline:
         if not owned:
             return
         bounds = np.array([[r.start, r.end] for r in owned], np.int64)
-        lo_hi = np.searchsorted(out.starts, bounds)
+        lo_hi = np.searchsorted(out.records, bounds)
         rej = np.searchsorted(out.rejected_index, lo_hi)
         for region, (lo, hi), (a, b) in zip(owned, lo_hi.tolist(), rej.tolist(), strict=True):
             first = []

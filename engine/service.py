@@ -5,9 +5,11 @@
         receipt = await eng.ingest("events", b'{"ts": 1, "user_id": 7}\\n')
 
 Start-up warms every stream's kernels before any listener accepts. Shut-down runs in the
-order that loses nothing: stop accepting; let producers hand over what they sent; flush
+order that loses nothing: stop accepting; let producers hand over what they sent (TCP
+connections read until their producer goes quiet, POSTs in progress are answered); flush
 partial arenas; parse and deliver everything to connected consumers; end the live
-streams; stop the servers. The CLI's ``quiver serve`` is a thin wrapper over this class.
+streams; stop the servers. A consumer that blocks all that for ``shutdown_timeout``
+seconds is dropped. The CLI's ``quiver serve`` is a thin wrapper over this class.
 Runs on asyncio (uvicorn needs it).
 """
 
@@ -24,6 +26,7 @@ from anyio.from_thread import BlockingPortal
 
 from engine.batcher import Receipt
 from engine.config import Config, load_config
+from engine.framer import warm_framing
 from engine.outputs.hub import Subscription, Topic
 from engine.server.flight import FlightListener
 from engine.server.http import HttpListener
@@ -32,12 +35,15 @@ from engine.stream import Stream
 
 log = logging.getLogger("quiver.engine")
 
+FLIGHT_STOP_S = 5.0
+
 
 class Engine:
     """Serves a config: listeners, per-stream pipelines and consumers, on one event loop."""
 
-    def __init__(self, config: Config | str | os.PathLike[str]) -> None:
+    def __init__(self, config: Config | str | os.PathLike[str], *, shutdown_timeout: float = 30.0) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
+        self.shutdown_timeout = shutdown_timeout
         threads = self.config.kernels.threads
         self.threads: int | None = None if threads == "auto" else min(int(threads), numba.config.NUMBA_NUM_THREADS)
         self.streams: dict[str, Stream] = {}
@@ -46,6 +52,8 @@ class Engine:
         self.flight: list[FlightListener] = []
         self.ready_seconds: float | None = None
         self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._streams_tg: anyio.abc.TaskGroup | None = None
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------
@@ -91,6 +99,16 @@ class Engine:
         try:
             await self._start(stack)
         except BaseException:
+            for t in self.tcp:
+                t.stop()
+            for s in self.streams.values():
+                s.close()
+            for group in (self._tg, self._streams_tg):
+                if group is not None:
+                    group.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                for f in self.flight:
+                    await anyio.to_thread.run_sync(f.stop)
             await stack.aclose()
             raise
         self._stack = stack
@@ -120,7 +138,7 @@ class Engine:
                 await tg.start(listener.serve)
                 self.tcp.append(listener)
             elif spec.kind == "http":
-                http = HttpListener(spec, self.streams)
+                http = HttpListener(spec, self.streams, self.config.limits)
                 await tg.start(http.serve)
                 self.http.append(http)
             else:
@@ -134,29 +152,54 @@ class Engine:
         if self.threads is not None:
             numba.set_num_threads(self.threads)
         stream.parser.warm()
+        warm_framing()  # the listeners' own kernels, so no first read compiles on the loop
 
     async def aclose(self) -> None:
-        """Stop in the order that loses nothing (see the module docstring). Idempotent."""
+        """Stop in the order that loses nothing (see the module docstring). Idempotent.
+
+        Runs shielded from cancellation, bounded by ``shutdown_timeout``: consumers that
+        still hold the pipeline up by then are dropped, so shutdown always ends.
+        """
         if self._closed or self._stack is None:
             return
         self._closed = True
         log.info("stopping")
-        for t in self.tcp:
-            t.stop()
-        for h in self.http:
-            await h.stop_accepting()  # POSTs in progress finish: their batches flush on linger
-        with anyio.CancelScope(shield=True):
-            # producers' last reads reach the arenas; connections exit their task groups
-            # as they finish, which the listener tasks wait for
-            await self._wait_tcp_drained()
-            for s in self.streams.values():
-                s.close()  # flush partial arenas; the pipelines drain, then end their topics
-            await self._wait_streams()
-            for f in self.flight:
-                await anyio.to_thread.run_sync(f.stop)
-        await self._stack.aclose()  # uvicorn ends once its live responses have ended
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._drain()
+        finally:
+            await self._stack.aclose()  # uvicorn and the stream tasks have ended by now
         totals = {name: s.stats.as_dict() for name, s in self.streams.items()}
         log.info("stopped stats=%s", totals)
+
+    async def _drain(self) -> None:
+        for t in self.tcp:
+            t.stop()  # each connection reads what its producer already sent, then closes
+        for s in self.streams.values():
+            s.batcher.hurry()  # no more lingering: POSTs in progress get their answers
+        with anyio.move_on_after(self.shutdown_timeout) as deadline:
+            for h in self.http:
+                await h.stop_accepting()
+            await self._wait_tcp_drained()
+            for s in self.streams.values():
+                s.close()  # the pipelines parse what is left, deliver it, end their topics
+            await self._wait_streams()
+        if deadline.cancelled_caught:
+            log.warning("shutdown_timeout seconds=%s action=dropping consumers", self.shutdown_timeout)
+            for s in self.streams.values():
+                s.close()
+                s.batches.drop_all("the service stopped before this consumer caught up")
+                s.rejects.drop_all("the service stopped before this consumer caught up")
+            await self._wait_streams()
+        for h in self.http:
+            h.close()  # live GETs have ended with their topics
+        for f in self.flight:
+            # Flight waits for calls in progress, and a client that stopped reading never
+            # finishes its call: give up waiting (gRPC finishes the stop on its own thread)
+            with anyio.move_on_after(FLIGHT_STOP_S) as waited:
+                await anyio.to_thread.run_sync(f.stop, abandon_on_cancel=True)
+            if waited.cancelled_caught:
+                log.warning("flight_stop_abandoned url=%s reason=a client is not reading", f.url)
 
     async def _wait_tcp_drained(self) -> None:
         for t in self.tcp:

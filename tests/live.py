@@ -16,6 +16,7 @@ streams:
       seq:  {type: int64, required: true}
       name: {type: string, max_length: 20}
       v:    {type: float64}
+      kind: {type: string, enum: [a, b]}
     batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}
     arenas: 3
   other:
@@ -34,7 +35,7 @@ kernels: {threads: 2}
 
 
 def message(seq: int, name: str = "n") -> bytes:
-    return b'{"seq":%d,"name":"%s","v":%d.5}' % (seq, name.encode(), seq)
+    return b'{"seq":%d,"name":"%s","v":%d.5,"kind":"%s"}' % (seq, name.encode(), seq, b"ab"[seq % 2 : seq % 2 + 1])
 
 
 def send_tcp(port: int, data: bytes, pieces: int = 1) -> None:

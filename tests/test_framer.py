@@ -36,7 +36,7 @@ def _splits(data: bytes, cuts: list[int]) -> list[bytes]:
 
 def _lines_of(data: bytes) -> list[bytes]:
     buf = np.frombuffer(data, np.uint8)
-    starts, ends, _, _ = frame_lines(buf, 0, len(buf), True, 1)
+    starts, ends, _, _ = frame_lines(buf, 0, len(buf), True, 1, 1 << 30)
     return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
@@ -75,18 +75,21 @@ async def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
     assert framer.pending_bytes == 0
     await framer.feed(b'zz"}\n{"ok":2}\n')
     await framer.finish()
-    lines = _lines_of(sink.data())
-    assert lines[0] == b'{"ok":1}'
-    assert lines[1] == (b'{"big":"' + b"x" * 30)[:18]  # max + 2 bytes: too large even after a CR trim
-    assert lines[2] == b'{"ok":2}' and len(lines) == 3
+    first, prefix, last = sink.appends
+    assert first == (b'{"ok":1}\n', LINES, 1) and last == (b'{"ok":2}\n', LINES, 1)
+    # the first max + 1 bytes, as one length-prefixed message: rejected as too_large
+    assert prefix == ((17).to_bytes(4, "big") + (b'{"big":"' + b"x" * 30)[:17], FRAMES, 1)
 
 
-async def test_oversize_check_survives_a_trailing_cr():
+@pytest.mark.parametrize("line", [b"abcd\r\r", b" " * 10])
+async def test_oversize_needs_max_plus_two_bytes_and_survives_blanks(line):
     sink = Sink()
     framer = LineFramer(sink, max_message_bytes=4)
-    await framer.feed(b"abcd\r\r")  # 6 bytes = max + 2: one CR trimmed still leaves 5 > 4
+    await framer.feed(line[:5])  # max + 1 bytes: "abcd\r" + LF would be a 4-byte line
+    assert sink.appends == []
+    await framer.feed(line[5:])
     await framer.finish()
-    assert [len(m) for m in _lines_of(sink.data())] == [5]
+    assert sink.appends == [((5).to_bytes(4, "big") + line[:5], FRAMES, 1)]
 
 
 async def test_long_input_is_appended_in_bounded_pieces():

@@ -47,4 +47,5 @@ async def test_flight_lists_streams_and_serves_live_batches_until_shutdown():
     for r in readers:
         r.join(30)
     assert got[b"events"].column("seq").to_pylist() == list(range(3000))
+    assert got[b"events"].column("kind").to_pylist()[:3] == ["a", "b", "a"]  # dictionaries arrive
     assert got[b"events.rejects"].column("error").to_pylist() == ["type_mismatch"]

@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -112,6 +113,7 @@ async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdow
     for r in readers:
         r.join(30)
     assert got["events"].column("seq").to_pylist() == list(range(5000))
+    assert got["events"].column("kind").to_pylist()[:3] == ["a", "b", "a"]
     assert got["events"].schema == eng.streams["events"].parser.schema
     assert got["rejects"].column("raw").to_pylist() == [b"oops"]
 
@@ -149,3 +151,52 @@ async def test_503_with_retry_after_when_the_stream_is_saturated():
                 seqs += (await sub.next_batch()).column("seq").to_pylist()
         await anyio.to_thread.run_sync(sender.join)
     assert seqs == list(range(200_000))
+
+
+async def test_gzip_bodies_of_several_members_are_read_whole(config):
+    async with Engine(config) as eng:
+        url = f"{eng.http[0].url}/v1/streams/events"
+        body = gzip.compress(message(1) + b"\n" + message(2) + b"\n") + gzip.compress(message(3) + b"\n")
+        status, _, answer = await call(url, body, {"Content-Encoding": "gzip"})
+        assert status == 200 and answer["accepted"] == 3
+        status, _, answer = await call(url, body + b"trailing junk", {"Content-Encoding": "gzip"})
+        assert status == 400 and "bad gzip" in answer["error"]
+
+
+async def test_shutdown_answers_posts_in_progress_and_completes_live_streams():
+    cfg = load_config(SERVICE_YAML.replace("linger_ms: 5}\n    arenas: 3", "linger_ms: 600000}\n    arenas: 3"))
+    answers, got = {}, {}
+
+    def post(url: str) -> None:
+        answers["post"] = request(url, message(1) + b"\n" + message(2) + b"\n")
+
+    def read(url: str) -> None:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            got["rows"] = pa.ipc.open_stream(resp).read_all().column("seq").to_pylist()
+
+    async with Engine(cfg) as eng:
+        base = eng.http[0].url
+        reader = threading.Thread(target=read, args=(f"{base}/v1/streams/events/arrow",))
+        reader.start()
+        await wait_until(lambda: eng.streams["events"].batches.consumers == 1)
+        poster = threading.Thread(target=post, args=(f"{base}/v1/streams/events",))
+        poster.start()
+        await wait_until(lambda: eng.streams["events"].batcher._current is not None)
+        started = time.monotonic()
+    assert time.monotonic() - started < 10  # nobody waited out the ten-minute linger
+    poster.join(10)
+    reader.join(10)
+    assert answers["post"][0] == 200 and answers["post"][2]["accepted"] == 2
+    assert got["rows"] == [1, 2]
+
+
+async def test_live_stream_readers_get_the_schema_before_any_batch(config):
+    async with Engine(config) as eng:
+        url = f"{eng.http[0].url}/v1/streams/events/arrow"
+
+        def schema() -> pa.Schema:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return pa.ipc.open_stream(resp).schema
+
+        with anyio.fail_after(20):
+            assert await anyio.to_thread.run_sync(schema) == eng.streams["events"].parser.schema

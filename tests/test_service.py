@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import socket
 import threading
+import time
 
 import anyio
 import pytest
@@ -81,7 +83,7 @@ async def test_oversize_line_is_rejected_without_losing_its_neighbours(config):
     assert column(rejects, "error") == ["too_large"]
     # a prefix when the line spanned reads (never buffered whole), the line if one read held it
     raw = column(rejects, "raw")[0]
-    assert raw.startswith(big[: 4096 + 2]) and big.startswith(raw)
+    assert raw.startswith(big[: 4096 + 1]) and big.startswith(raw)
 
 
 async def test_shutdown_flushes_partial_arenas_to_connected_consumers():
@@ -169,3 +171,54 @@ async def test_disconnect_policy_drops_a_slow_consumer_and_keeps_the_rest_going(
         assert [(await slow.next_batch()).num_rows for _ in range(2)] == [1, 1]
         with pytest.raises(ConsumerDropped):
             await slow.next_batch()
+
+
+async def test_start_fails_fast_and_cleanly_when_a_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = load_config(SERVICE_YAML.replace("{kind: http, port: 0}", f"{{kind: http, port: {port}}}"))
+        with anyio.fail_after(30), pytest.raises(OSError):
+            async with Engine(cfg):
+                pass
+
+
+async def test_empty_frames_are_credited_to_their_own_submission(config):
+    def frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+
+    async with Engine(config) as eng:
+        receipt = await eng.ingest("events", frame(message(1)) + frame(b""), framing="length_prefixed")
+        assert (receipt.accepted, receipt.rejected) == (1, 1)
+        results = {}
+
+        async def submit(key: str, data: bytes) -> None:
+            results[key] = await eng.ingest("events", data, framing="length_prefixed")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "a", frame(b""))
+            tg.start_soon(submit, "b", frame(message(2)))
+        assert (results["a"].accepted, results["a"].rejected) == (0, 1)
+        assert (results["b"].accepted, results["b"].rejected) == (1, 0)
+
+
+async def test_an_oversize_line_of_blanks_is_still_counted(config):
+    async with Engine(config) as eng:
+        receipt = await eng.ingest("events", b" " * 5000 + b"\n" + message(1) + b"\n")
+        assert (receipt.accepted, receipt.rejected) == (1, 1)
+        assert receipt.errors[0]["error"] == "too_large"
+
+
+async def test_a_consumer_that_never_reads_cannot_hold_shutdown_forever():
+    cfg = load_config(SERVICE_YAML.replace("arenas: 3", "arenas: 2\n    consumer_queue: 1"))
+    async with Engine(cfg, shutdown_timeout=1) as eng:
+        eng.subscribe("events")  # never read: the pipeline stalls behind it
+        with anyio.move_on_after(2):
+            while True:
+                await eng.ingest("events", message(1) + b"\n")
+        stalled_at = eng.stats("events")["received"]
+        started = time.monotonic()
+    assert time.monotonic() - started < 20
+    assert eng.stats("events")["received"] >= stalled_at
+    assert eng.streams["events"].batches.dropped == 1

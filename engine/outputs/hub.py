@@ -113,6 +113,11 @@ class Topic:
         sub._send.close()
         log.warning("consumer_dropped topic=%s reason=%r", self.name, reason)
 
+    def drop_all(self, reason: str) -> None:
+        """Drop every consumer (shutdown could not wait for them any longer)."""
+        for sub in list(self._subscribers):
+            self._drop(sub, reason)
+
     def close(self) -> None:
         """No more batches: consumers drain what is queued, then their iteration ends."""
         self._closed = True

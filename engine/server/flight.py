@@ -68,7 +68,8 @@ class _FlightService(fl.FlightServerBase):
                 batch = self._portal.call(sub.next_batch)
                 if batch is None:
                     return
-                yield batch
+                # as a table: pyarrow's GeneratorStream sends dictionaries only for tables
+                yield pa.Table.from_batches([batch])
         except ConsumerDropped as exc:
             log.warning("consumer_dropped transport=flight topic=%s reason=%r", sub.topic.name, str(exc))
             raise fl.FlightServerError(str(exc)) from None

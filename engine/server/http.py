@@ -22,7 +22,7 @@ import json
 import logging
 import socket
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -31,7 +31,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 
 from engine.batcher import Receipt, StreamClosed
-from engine.config import ListenSpec
+from engine.config import Limits, ListenSpec
 from engine.framer import CHUNK_BYTES
 from engine.outputs.hub import ConsumerDropped, Topic
 from engine.stream import Stream
@@ -82,6 +82,29 @@ class _Chunks:
         out = b"".join(self._parts)
         self._parts.clear()
         return out
+
+
+class _GzipBody:
+    """Inflates a gzip body in bounded pieces; several members in a row are one body
+    (RFC 1952), anything else after a member is an error."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(wbits=31)
+        self._fed = False
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._z.eof:  # the next member begins
+                self._z = zlib.decompressobj(wbits=31)
+            self._fed = True
+            out = self._z.decompress(data, CHUNK_BYTES)
+            data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+            if out:
+                yield out
+
+    @property
+    def complete(self) -> bool:
+        return self._z.eof or not self._fed
 
 
 class HttpApi:
@@ -159,42 +182,35 @@ class HttpApi:
     async def _take_body(self, receive: Receive, send: Send, stream: Stream, limit: int, gzipped: bool) -> None:
         receipt = Receipt()
         framer = stream.framer("newline", receipt)
-        inflater = zlib.decompressobj(wbits=31) if gzipped else None
+        inflater = _GzipBody() if gzipped else None
         taken = 0  # body bytes, after inflation
         failure: tuple[int, str] | None = None
         try:
-            while True:
+            while failure is None:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    framer.discard()
                     failure = (499, "client went away")
                     break
                 body = message.get("body", b"")
-                while body and failure is None:
-                    if inflater is None:
-                        data, body = body, b""
-                    else:
-                        try:
-                            data = inflater.decompress(body, CHUNK_BYTES)
-                        except zlib.error as exc:
-                            failure = (400, f"bad gzip body: {exc}")
+                try:
+                    for data in inflater.pieces(body) if inflater else (body,):
+                        taken += len(data)
+                        if taken > limit:
+                            failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
                             break
-                        body = inflater.unconsumed_tail
-                    taken += len(data)
-                    if taken > limit:
-                        failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
-                        break
-                    await framer.feed(data)
-                if failure is not None or not message.get("more_body", False):
+                        await framer.feed(data)
+                except zlib.error as exc:
+                    failure = (400, f"bad gzip body: {exc}")
+                if not message.get("more_body", False):
                     break
-            if failure is None and inflater is not None and not inflater.eof:
+            if failure is None and inflater is not None and not inflater.complete:
                 failure = (400, "gzip body ended early")
             if failure is None:
                 await framer.finish()
-            else:
-                framer.discard()
         except StreamClosed:
             failure = (503, "shutting down")
+        if framer.discard():  # a partial last line of a failed body is not a message
+            stream.stats.discarded_partials += 1
         receipt.close()
         await receipt.wait()
         if failure is None:
@@ -205,17 +221,20 @@ class HttpApi:
 
     async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic) -> None:
         sub = topic.subscribe()
-        sink = _Chunks()
-        writer = pa.ipc.new_stream(sink, topic.schema)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")],
-            }
-        )
-        await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
         try:
+            sink = _Chunks()
+            writer = pa.ipc.new_stream(sink, topic.schema)
+            # an empty first batch makes the writer emit the schema (and dictionaries) now,
+            # so readers open at once instead of waiting for the first real batch
+            writer.write_batch(pa.RecordBatch.from_pylist([], schema=topic.schema))
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")],
+                }
+            )
+            await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
                 try:
@@ -252,8 +271,9 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpListener:
     """Runs uvicorn on an already bound socket (so port 0 works) inside the current loop."""
 
-    def __init__(self, spec: ListenSpec, streams: Mapping[str, Stream]) -> None:
+    def __init__(self, spec: ListenSpec, streams: Mapping[str, Stream], limits: Limits) -> None:
         self.spec = spec
+        self.limits = limits
         self.api = HttpApi(streams)
         self.port = spec.port
         self._server: _EmbeddedServer | None = None
@@ -265,10 +285,14 @@ class HttpListener:
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         family = socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.spec.host, self.spec.port))
-        sock.listen(1024)
-        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.spec.host, self.spec.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.api,
@@ -276,15 +300,19 @@ class HttpListener:
             log_config=None,
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=30,
+            limit_concurrency=self.limits.max_connections,  # beyond it: 503, not a queue
+            timeout_graceful_shutdown=5,  # only after Quiver drained: see Engine.aclose
         )
         self._server = _EmbeddedServer(config)
         task_status.started(self.port)
         await self._server.serve(sockets=[sock])
 
     async def stop_accepting(self) -> None:
-        """Refuse new work and let POSTs in progress finish; live GETs end with their topics."""
+        """Refuse new POSTs (503) and wait for those in progress to be answered."""
         self.api.stopping = True
+        await self.api.wait_idle()
+
+    def close(self) -> None:
+        """Stop uvicorn: call once the topics have ended, so live GETs got everything."""
         if self._server is not None:
             self._server.should_exit = True
-        await self.api.wait_idle()

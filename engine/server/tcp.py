@@ -24,6 +24,8 @@ from engine.pipeline import StreamStats
 log = logging.getLogger("quiver.tcp")
 
 READ_BYTES = 256 << 10
+DRAIN_QUIET_S = 0.25  # on shutdown, a producer silent this long has sent everything
+DRAIN_MAX_S = 5.0  # and no producer delays shutdown longer than this
 
 
 @dataclass(eq=False)
@@ -43,6 +45,7 @@ class TcpListener:
         self._connections: set[_Connection] = set()
         self._accepting = anyio.CancelScope()
         self._stopping = False
+        self._drain_until = 0.0
         self.port = spec.port
         self.refused = 0
         self.done = anyio.Event()
@@ -65,51 +68,67 @@ class TcpListener:
             self.done.set()
 
     def stop(self) -> None:
-        """Stop accepting, and stop every connection at its next wait for bytes."""
+        """Stop accepting; let each connection hand over what its producer already sent.
+
+        A connection keeps reading while bytes keep coming (at most ``DRAIN_QUIET_S``
+        apart, for at most ``DRAIN_MAX_S``), so data sitting in socket buffers is not
+        thrown away; then it closes, discarding (and counting) a partial last message.
+        """
         self._stopping = True
+        self._drain_until = anyio.current_time() + DRAIN_MAX_S
         self._accepting.cancel()
         for conn in self._connections:
             if conn.scope is not None:
-                conn.scope.cancel()
+                conn.scope.deadline = min(conn.scope.deadline, anyio.current_time() + DRAIN_QUIET_S)
 
     @property
     def connections(self) -> int:
         return len(self._connections)
 
+    def _read_deadline(self) -> float:
+        now = anyio.current_time()
+        if self._stopping:
+            return min(now + DRAIN_QUIET_S, self._drain_until)
+        return now + self._limits.idle_timeout_s
+
     async def _handle(self, stream: SocketStream) -> None:
         async with stream:
+            address = stream.extra(SocketAttribute.remote_address, None)  # None after an early reset
+            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             if len(self._connections) >= self._limits.max_connections:
                 self.refused += 1
-                log.warning("connection_refused listener=%s reason=max_connections", self.url)
+                log.warning("connection_refused listener=%s peer=%s reason=max_connections", self.url, peer)
                 return
-            peer = "{}:{}".format(*stream.extra(SocketAttribute.remote_address)[:2])
             conn = _Connection(peer)
             self._connections.add(conn)
             cls = LineFramer if self.spec.framing == "newline" else FrameFramer
             framer = cls(self._batcher, int(self._limits.max_message_bytes))
             reason = "eof"
             try:
-                while not self._stopping:
-                    with anyio.CancelScope(deadline=anyio.current_time() + self._limits.idle_timeout_s) as scope:
+                while True:
+                    with anyio.CancelScope(deadline=self._read_deadline()) as scope:
                         conn.scope = scope
                         try:
                             chunk = await stream.receive(READ_BYTES)
                         except anyio.EndOfStream:
-                            break
+                            chunk = None
                     conn.scope = None
                     if scope.cancelled_caught:
                         reason = "shutdown" if self._stopping else "idle_timeout"
                         break
+                    if chunk is None:
+                        await framer.finish()  # a clean end completes an unterminated last line
+                        break
                     await framer.feed(chunk)
-                await framer.finish()
-            except (anyio.BrokenResourceError, OSError) as exc:
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 reason = f"broken: {exc!r}"
-                if framer.discard():
-                    self._stats.discarded_partials += 1
             except StreamClosed:
                 reason = "stream closed"
-                if framer.discard():
-                    self._stats.discarded_partials += 1
+            except Exception:  # a fault here must cost this connection only, never the listener
+                log.exception("connection_failed listener=%s peer=%s", self.url, peer)
+                reason = "internal error"
             finally:
                 self._connections.discard(conn)
+                if framer.discard():  # anything left is a message cut off mid-way
+                    self._stats.discarded_partials += 1
             log.info("connection_closed listener=%s peer=%s reason=%s", self.url, peer, reason)

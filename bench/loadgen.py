@@ -1,0 +1,362 @@
+"""Load generator: producers over TCP or HTTP, one Arrow consumer, every message checked.
+
+    python -m bench.loadgen --rate 100000 --seconds 30          # fixed rate
+    python -m bench.loadgen --rate 0 --seconds 30 --connections 4  # as fast as possible
+
+By default it starts ``quiver serve -c configs/bench/loadgen.yaml`` as a subprocess (its
+own process, as in production) and reads its ready line; ``--connect`` targets a running
+server with that config instead. Messages are clickstream events from bench.corpus,
+stamped with ``seq`` (producer and position: every message must arrive exactly once) and
+``sent_ns`` (for a fixed rate, the *scheduled* send time, so a stalled producer cannot hide
+latency: no coordinated omission). Stamping is vectorised per chunk of messages, so the
+generator itself does no per-message Python work.
+
+The consumer reads the live Arrow stream over HTTP (or Flight with ``--consumer flight``)
+and reports messages/s, MB/s, latency percentiles from scheduled send to receipt of the
+batch holding the message, CPU of server and generator, and lost/duplicate counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bench.corpus import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "bench" / "loadgen.yaml"
+STREAM = "clickstream"
+SEQ_BASE = 10**15  # seq stamps are 16 digits: 1 + producer (4) + position (11)
+PER_PRODUCER = 10**11
+_SEQ_W, _SENT_W = 16, 19
+_PREFIX = b'{"seq":' + b"1" * _SEQ_W + b',"sent_ns":' + b"1" * _SENT_W + b","
+_SEQ_AT, _SENT_AT = 7, 7 + _SEQ_W + 11
+_POW = {w: 10 ** np.arange(w - 1, -1, -1, dtype=np.int64) for w in (_SEQ_W, _SENT_W)}
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    return ((values[:, None] // _POW[width][None, :]) % 10 + 48).astype(np.uint8)
+
+
+class Templates:
+    """Corpus messages with room for the stamps, cut into chunks of ``chunk`` messages."""
+
+    def __init__(self, chunk: int, count: int = 40_000, seed: int = 7) -> None:
+        count -= count % chunk
+        lines = generate(STREAM, count, seed).split(b"\n")[:count]
+        body = b"".join(_PREFIX + line[1:] + b"\n" for line in lines)
+        self.data = np.frombuffer(body, np.uint8)
+        lengths = np.array([len(_PREFIX) + len(line) for line in lines], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.chunk = chunk
+        self.chunks = count // chunk
+        self.bytes_per_message = float(lengths.mean())
+        starts = self.offsets[:-1].reshape(self.chunks, chunk) - self.offsets[:-1:chunk][:, None]
+        self.seq_idx = starts[:, :, None] + _SEQ_AT + np.arange(_SEQ_W)
+        self.sent_idx = starts[:, :, None] + _SENT_AT + np.arange(_SENT_W)
+
+    def stamp(self, c: int, first_seq: int, sent_ns: int) -> bytes:
+        """Chunk ``c`` of the templates with seq numbers from ``first_seq`` and ``sent_ns``."""
+        lo, hi = self.offsets[c * self.chunk], self.offsets[(c + 1) * self.chunk]
+        out = self.data[lo:hi].copy()
+        out[self.seq_idx[c]] = _digits(first_seq + np.arange(self.chunk, dtype=np.int64), _SEQ_W)
+        out[self.sent_idx[c]] = _digits(np.array([sent_ns], np.int64), _SENT_W)[0]
+        return out.tobytes()
+
+
+@dataclass
+class Server:
+    tcp: int
+    http: str
+    grpc: str
+    proc: subprocess.Popen | None = None
+    ready_seconds: float = 0.0
+
+    @classmethod
+    def spawn(cls, config: Path, env: dict | None = None) -> Server:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "serve", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        line = proc.stdout.readline()
+        if not line.startswith("quiver ready"):
+            proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        server = cls.parse(line)
+        server.proc = proc
+        server.ready_seconds = time.perf_counter() - started
+        return server
+
+    @classmethod
+    def parse(cls, ready_line: str) -> Server:
+        tcp = int(re.search(r"tcp://[^:]+:(\d+)", ready_line).group(1))
+        http = re.search(r"(http://\S+)", ready_line).group(1)
+        grpc = re.search(r"(grpc://\S+)", ready_line).group(1)
+        return cls(tcp, http, grpc)
+
+    def cpu_seconds(self) -> float:
+        if self.proc is None:
+            return float("nan")
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.http}/v1/streams", timeout=30) as resp:
+            return next(s for s in json.load(resp)["streams"] if s["name"] == STREAM)["stats"]
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120)
+
+
+@dataclass
+class Consumer:
+    """Reads the live stream; records latency and marks every (producer, position) seen."""
+
+    producers: int
+    capacity: int  # most messages one producer can send
+    transport: str = "http"
+    received: int = 0
+    duplicates: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    latencies: list = field(default_factory=list)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.seen = np.zeros((self.producers, self.capacity), np.bool_)
+        self.subscribed = threading.Event()
+
+    def run(self, server: Server) -> None:
+        try:
+            for batch in self._batches(server):
+                now = time.time_ns()
+                seq = batch.column("seq").to_numpy() - SEQ_BASE
+                producer, position = np.divmod(seq, PER_PRODUCER)
+                flat = producer * self.capacity + position
+                seen = self.seen.reshape(-1)
+                self.duplicates += int(seen[flat].sum()) + len(flat) - len(np.unique(flat))
+                seen[flat] = True
+                self.latencies.append(now - batch.column("sent_ns").to_numpy())
+                self.received += batch.num_rows
+                self.first_ns = self.first_ns or now
+                self.last_ns = now
+        except Exception as exc:  # reported, not raised: the run's numbers say what happened
+            self.error = repr(exc)
+
+    def _batches(self, server: Server):
+        if self.transport == "flight":
+            import pyarrow.flight as fl
+
+            reader = fl.connect(server.grpc).do_get(fl.Ticket(STREAM.encode()))
+            self.subscribed.set()
+            for chunk in reader:
+                yield chunk.data
+            return
+        with urllib.request.urlopen(f"{server.http}/v1/streams/{STREAM}/arrow", timeout=600) as resp:
+            self.subscribed.set()  # the server subscribes us before it sends the headers
+            yield from pa.ipc.open_stream(resp)
+
+
+class Producer(threading.Thread):
+    """One connection sending chunks of stamped messages at its share of the rate."""
+
+    def __init__(self, index: int, server: Server, templates: Templates, rate: float, messages: int, transport: str):
+        super().__init__(daemon=True)
+        self.index, self.server, self.templates = index, server, templates
+        self.rate, self.messages, self.transport = rate, messages, transport
+        self.sent = 0
+        self.bytes = 0
+        self.behind_s = 0.0  # how far behind schedule it fell at worst
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            send, close = self._connect()
+            t = self.templates
+            interval = t.chunk / self.rate if self.rate else 0.0
+            start = time.perf_counter()
+            wall0 = time.time_ns()
+            c = self.index % t.chunks
+            while self.sent < self.messages:
+                if interval:
+                    due = start + (self.sent // t.chunk) * interval
+                    lag = time.perf_counter() - due
+                    if lag < 0:
+                        time.sleep(-lag)
+                    self.behind_s = max(self.behind_s, lag)
+                    sent_ns = wall0 + int((due - start) * 1e9)  # scheduled time
+                else:
+                    sent_ns = time.time_ns()
+                data = t.stamp(c, SEQ_BASE + self.index * PER_PRODUCER + self.sent, sent_ns)
+                send(data)
+                self.sent += t.chunk
+                self.bytes += len(data)
+                c = (c + 1) % t.chunks
+            close()
+        except Exception as exc:
+            self.error = repr(exc)
+
+    def _connect(self):
+        if self.transport == "tcp":
+            sock = socket.create_connection(("127.0.0.1", self.server.tcp))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+            def close_tcp() -> None:
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(1)
+                sock.close()
+
+            return sock.sendall, close_tcp
+        host, port = self.server.http.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+
+        def post(data: bytes) -> None:
+            conn.request("POST", f"/v1/streams/{STREAM}", body=data)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {body[:200]!r}")
+
+        return post, conn.close
+
+
+@dataclass
+class LoadResult:
+    transport: str
+    connections: int
+    target_rate: float
+    seconds: float
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+    server_received: int
+    server_rejected: int
+    msgs_per_s: float
+    mb_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    server_cpu_pct: float
+    loadgen_cpu_pct: float
+    max_behind_ms: float
+    errors: list
+
+
+def run_load(
+    rate: float,
+    seconds: float,
+    connections: int = 1,
+    transport: str = "tcp",
+    consumer: str = "http",
+    chunk: int = 0,
+    server: Server | None = None,
+) -> LoadResult:
+    """One run against ``server`` (spawned from configs/bench/loadgen.yaml if None)."""
+    if not chunk:  # small chunks at low rates keep the schedule smooth
+        chunk = 100 if 0 < rate <= 200_000 else 1000
+    templates = Templates(chunk)
+    per = rate / connections if rate else 0
+    budget = int((per * seconds) if rate else 2_000_000 * seconds / connections)
+    per_messages = max(chunk, budget - budget % chunk)
+    own = server is None
+    server = server or Server.spawn(CONFIG)
+    try:
+        sink = Consumer(connections, per_messages, consumer)
+        reader = threading.Thread(target=sink.run, args=(server,), daemon=True)
+        reader.start()
+        sink.subscribed.wait(30)
+        producers = [Producer(i, server, templates, per, per_messages, transport) for i in range(connections)]
+        cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        for p in producers:
+            p.start()
+        deadline = t0 + seconds + 5
+        for p in producers:
+            p.join(max(0.1, deadline - time.perf_counter()) if rate else None)
+        if not rate:
+            pass
+        sent = sum(p.sent for p in producers)
+        # wait for the last batches (linger, parse) before counting losses
+        settle = time.perf_counter() + 30
+        while sink.received < sent and time.perf_counter() < settle and sink.error is None:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0
+        stats = server.stats()
+    finally:
+        if own:
+            server.stop()
+    active = (sink.last_ns - sink.first_ns) / 1e9 if sink.last_ns > sink.first_ns else elapsed
+    lat = np.concatenate(sink.latencies) / 1e6 if sink.latencies else np.array([np.nan])
+    q = np.percentile(lat, [50, 99, 99.9]) if len(lat) else [np.nan] * 3
+    unique = int(sink.seen.sum())
+    errors = [e for e in [sink.error, *(p.error for p in producers)] if e]
+    return LoadResult(
+        transport=transport,
+        connections=connections,
+        target_rate=rate,
+        seconds=round(elapsed, 2),
+        sent=sent,
+        received=sink.received,
+        lost=sent - unique,
+        duplicates=sink.duplicates,
+        server_received=stats["received"],
+        server_rejected=stats["rejected"],
+        msgs_per_s=round(unique / max(elapsed if rate else active, 1e-9)),
+        mb_per_s=round(sum(p.bytes for p in producers) / 1e6 / max(elapsed if rate else active, 1e-9), 1),
+        p50_ms=round(float(q[0]), 2),
+        p99_ms=round(float(q[1]), 2),
+        p999_ms=round(float(q[2]), 2),
+        max_ms=round(float(lat.max()), 2),
+        server_cpu_pct=round(100 * cpu / elapsed, 1),
+        loadgen_cpu_pct=round(100 * own_cpu / elapsed, 1),
+        max_behind_ms=round(1000 * max(p.behind_s for p in producers), 1),
+        errors=errors,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=100_000, help="messages/s over all connections; 0 = max")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=1)
+    ap.add_argument("--transport", choices=["tcp", "http"], default="tcp")
+    ap.add_argument("--consumer", choices=["http", "flight"], default="http")
+    ap.add_argument("--chunk", type=int, default=0, help="messages per send (default: by rate)")
+    ap.add_argument("--connect", metavar="READY_LINE", help="use a running server: paste its ready line")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args(argv)
+    server = Server.parse(args.connect) if args.connect else None
+    result = run_load(args.rate, args.seconds, args.connections, args.transport, args.consumer, args.chunk, server)
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        for k, v in asdict(result).items():
+            print(f"{k:>16}: {v}")
+    return 0 if result.lost == 0 and result.duplicates == 0 and not result.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""TCP listener faults: resets, shutdown with data in flight, partial messages, idle producers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import anyio
+import pytest
+
+from engine import Engine, load_config
+from tests.live import SERVICE_YAML, column, drain, message, send_tcp
+
+pytestmark = pytest.mark.anyio
+
+
+def _reset_storm(port: int, n: int) -> None:
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        s.connect(("127.0.0.1", port))
+        s.close()
+
+
+async def test_connections_reset_at_once_do_not_take_the_listener_down():
+    async with Engine(load_config(SERVICE_YAML)) as eng:
+        port = eng.tcp[0].port
+        for _ in range(5):
+            await anyio.to_thread.run_sync(_reset_storm, port, 20)
+            time.sleep(0.05)  # hold the loop: the resets land before their handlers run
+            await anyio.sleep(0.05)
+        receipt_rows = []
+        sub = eng.subscribe("events")
+        await anyio.to_thread.run_sync(send_tcp, port, message(1) + b"\n")
+        receipt_rows += (await sub.next_batch()).column("seq").to_pylist()
+    assert receipt_rows == [1]
+
+
+async def test_shutdown_reads_what_producers_already_sent():
+    n = 200_000
+    data = b"".join(b'{"seq":%d}\n' % i for i in range(n))
+    rows, sent = [], threading.Event()
+
+    def produce(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(data)
+            sent.set()
+            s.recv(1)
+
+    async with anyio.create_task_group() as consumers, Engine(load_config(SERVICE_YAML)) as eng:
+        consumers.start_soon(drain, eng.subscribe("other"), rows)
+        producer = threading.Thread(target=produce, args=(eng.tcp[2].port,))
+        producer.start()
+        await anyio.sleep(0.05)  # stop while most of it still sits in socket buffers
+    producer.join(30)
+    assert sent.is_set() and sorted(column(rows, "seq")) == list(range(n))
+
+
+async def test_a_message_cut_off_by_a_dead_producer_is_discarded_and_counted():
+    cfg = load_config(
+        SERVICE_YAML.replace(
+            "limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 4KiB, idle_timeout_s: 0.3}"
+        )
+    )
+    rows = []
+    async with anyio.create_task_group() as consumers, Engine(cfg) as eng:
+        consumers.start_soon(drain, eng.subscribe("events"), rows)
+        with socket.create_connection(("127.0.0.1", eng.tcp[0].port)) as s:
+            s.sendall(message(1) + b"\n" + message(2)[:10])  # then silence: idle timeout
+            s.settimeout(20)
+            assert await anyio.to_thread.run_sync(s.recv, 1) == b""  # the server hung up
+    assert column(rows, "seq") == [1]
+    stats = eng.stats("events")
+    assert stats["discarded_partials"] == 1 and stats["received"] == 1 == stats["accepted"]
+
+
+async def test_connections_beyond_the_limit_are_refused():
+    cfg = load_config(
+        SERVICE_YAML.replace(
+            "limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 4KiB, max_connections: 2}"
+        )
+    )
+    async with Engine(cfg) as eng:
+        port = eng.tcp[0].port
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        await anyio.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            extra.settimeout(10)
+            assert await anyio.to_thread.run_sync(extra.recv, 1) == b""  # closed at once
+        assert eng.tcp[0].refused == 1
+        for s in held:
+            s.close()
