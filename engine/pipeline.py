@@ -94,6 +94,7 @@ class Pipeline:
         self._threads = threads or numba.config.NUMBA_NUM_THREADS
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
+        self.widest = 1  # most kernel threads any batch has used
 
     async def run(self, flushed: anyio.abc.ObjectReceiveStream[Arena]) -> None:
         """Process arenas until the batcher closes the queue, then close the topics."""
@@ -144,7 +145,9 @@ class Pipeline:
 
     def _parse(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
         """Worker thread: frame every region, parse in batches of at most max_messages."""
-        numba.set_num_threads(self._threads_for(arena.used))  # per calling thread in Numba
+        threads = self._threads_for(arena.used)
+        numba.set_num_threads(threads)  # per calling thread in Numba
+        self.widest = max(self.widest, threads)
         buf = as_uint8(arena.data[: arena.used])
         starts, ends, records, blank = self._frame(buf, arena)
         results = []

@@ -155,10 +155,3 @@ def scan_length_prefixed(buf, start, end, max_len):
         n += 1
         p += 4 + length
     return p, n
-
-
-@njit(nogil=True, cache=True)
-def count_lines(buf, start, end):
-    """Number of LF bytes in buf[start:end]: serial SWAR, several times faster than
-    ``bytes.count`` (which compares one byte at a time)."""
-    return _count_newlines(buf, start, end)

@@ -22,7 +22,7 @@ streams:
   other:
     fields:
       seq: {type: int64, required: true}
-    batch: {max_messages: 1000, max_bytes: 1MiB, linger_ms: 5}
+    batch: {max_messages: 100000, max_bytes: 8MiB, linger_ms: 50}
 listen:
   - {kind: tcp, port: 0, stream: events}
   - {kind: tcp, port: 0, stream: events, framing: length_prefixed}

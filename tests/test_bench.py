@@ -46,3 +46,27 @@ def test_parse_benchmark_runs_all_peers_and_prints_ratios():
     for peer in ("quiver", "pyarrow", "msgspec", "orjson"):
         assert peer in proc.stdout
     assert "threading layer" in proc.stdout
+
+
+@pytest.mark.parametrize(("transport", "consumer"), [("tcp", "http"), ("http", "flight")])
+def test_load_generator_checks_every_message_end_to_end(transport, consumer):
+    from bench.loadgen import run_load
+
+    result = run_load(rate=20_000, seconds=1.0, connections=2, transport=transport, consumer=consumer)
+    assert result.errors == []
+    assert result.sent == 20_000 and result.received == result.sent
+    assert result.lost == 0 and result.duplicates == 0
+    assert result.server_received == result.sent and result.server_rejected == 0
+    assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
+
+
+def test_load_generator_stamps_are_fixed_width_json():
+    import json
+
+    from bench.loadgen import PER_PRODUCER, SEQ_BASE, Templates
+
+    t = Templates(chunk=10, count=100)
+    lines = t.stamp(3, SEQ_BASE + 2 * PER_PRODUCER + 40, 1_732_579_200_123_456_789).splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert [d["seq"] - SEQ_BASE for d in docs] == [2 * PER_PRODUCER + 40 + k for k in range(10)]
+    assert {d["sent_ns"] for d in docs} == {1_732_579_200_123_456_789}

@@ -8,6 +8,7 @@ import threading
 import time
 
 import anyio
+import numba
 import pytest
 
 from engine import Engine, load_config
@@ -117,19 +118,22 @@ async def test_ingest_returns_counts_and_first_errors_after_delivery(config):
 
 
 async def test_concurrent_streams_share_the_kernels_safely(config):
+    # "other" gets batches of several MiB, which its kernels parse on two threads, while
+    # "events" keeps sending small ones: the kernel slot and the omp layer must hold up
     n = 20_000
     events, other = [], []
     async with anyio.create_task_group() as consumers, Engine(config) as eng:
         consumers.start_soon(drain, eng.subscribe("events"), events)
         consumers.start_soon(drain, eng.subscribe("other"), other)
         a = b"".join(message(i) + b"\n" for i in range(n))
-        b = b"".join(b'{"seq":%d}\n' % i for i in range(n))
+        b = b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"p" * 200) for i in range(n))
         async with anyio.create_task_group() as producers:
             for _ in range(2):
                 producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[0].port, a, 64)
                 producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[2].port, b, 64)
     assert sorted(column(events, "seq")) == sorted(list(range(n)) * 2)
     assert sorted(column(other, "seq")) == sorted(list(range(n)) * 2)
+    assert eng.streams["other"].pipeline.widest == min(2, numba.config.NUMBA_NUM_THREADS)
 
 
 async def test_a_consumer_that_does_not_read_pushes_back_on_tcp_producers():
