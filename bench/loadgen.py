@@ -11,8 +11,8 @@ stamped with ``seq`` (producer and position: every message must arrive exactly o
 latency: no coordinated omission). Stamping is vectorised per chunk of messages, so the
 generator itself does no per-message Python work.
 
-The consumer reads the live Arrow stream over HTTP (or Flight with ``--consumer flight``)
-and reports messages/s, MB/s, latency percentiles from scheduled send to receipt of the
+The consumer, in a process of its own, reads the live Arrow stream over HTTP (or Flight
+with ``--consumer flight``); the run reports messages/s, MB/s, latency percentiles from scheduled send to receipt of the
 batch holding the message, CPU of server and generator, and lost/duplicate counts.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -178,6 +179,34 @@ class Consumer:
             yield from pa.ipc.open_stream(resp)
 
 
+def _consume_in_child(
+    http: str, grpc: str, transport: str, producers: int, capacity: int, subscribed, control, results
+):
+    """A consumer in its own process (so neither it nor the producers wait on the other's
+    GIL): reads until told how many messages to expect and they are in, or 30 s passed."""
+    sink = Consumer(producers, capacity, transport)
+    reader = threading.Thread(target=sink.run, args=(Server(0, http, grpc),), daemon=True)
+    reader.start()
+    sink.subscribed.wait(30)
+    subscribed.set()
+    expected = control.get()
+    settle = time.perf_counter() + 30
+    while sink.received < expected and time.perf_counter() < settle and sink.error is None:
+        time.sleep(0.01)
+    lat = np.concatenate(sink.latencies) / 1e6 if sink.latencies else np.array([np.nan])
+    results.put(
+        {
+            "received": sink.received,
+            "unique": int(sink.seen.sum()),
+            "duplicates": sink.duplicates,
+            "active_s": (sink.last_ns - sink.first_ns) / 1e9,
+            "quantiles": [float(q) for q in np.percentile(lat, [50, 99, 99.9])] + [float(lat.max())],
+            "error": sink.error,
+            "cpu_s": time.process_time(),
+        }
+    )
+
+
 class Producer(threading.Thread):
     """One connection sending chunks of stamped messages at its share of the rate."""
 
@@ -284,11 +313,17 @@ def run_load(
     per_messages = max(chunk, budget - budget % chunk)
     own = server is None
     server = server or Server.spawn(CONFIG)
+    ctx = multiprocessing.get_context("spawn")
+    subscribed, control, results = ctx.Event(), ctx.Queue(), ctx.Queue()
+    child = ctx.Process(
+        target=_consume_in_child,
+        args=(server.http, server.grpc, consumer, connections, per_messages, subscribed, control, results),
+        daemon=True,
+    )
     try:
-        sink = Consumer(connections, per_messages, consumer)
-        reader = threading.Thread(target=sink.run, args=(server,), daemon=True)
-        reader.start()
-        sink.subscribed.wait(30)
+        child.start()
+        if not subscribed.wait(60):
+            raise RuntimeError("the consumer did not subscribe")
         producers = [Producer(i, server, templates, per, per_messages, transport) for i in range(connections)]
         cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
         for p in producers:
@@ -296,30 +331,30 @@ def run_load(
         for p in producers:
             p.join()  # a producer that fell behind schedule still sends everything (max_behind_ms)
         sent = sum(p.sent for p in producers)
-        # wait for the last batches (linger, parse) before counting losses
-        settle = time.perf_counter() + 30
-        while sink.received < sent and time.perf_counter() < settle and sink.error is None:
-            time.sleep(0.01)
+        control.put(sent)  # the consumer waits for the last batches (linger, parse), then reports
+        sink = results.get(timeout=120)
         elapsed = time.perf_counter() - t0
-        cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0
+        cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0 + sink["cpu_s"]
         stats = server.stats()
     finally:
         if own:
             server.stop()
-    active = (sink.last_ns - sink.first_ns) / 1e9 if sink.last_ns > sink.first_ns else elapsed
-    lat = np.concatenate(sink.latencies) / 1e6 if sink.latencies else np.array([np.nan])
-    q = np.percentile(lat, [50, 99, 99.9]) if len(lat) else [np.nan] * 3
-    unique = int(sink.seen.sum())
-    errors = [e for e in [sink.error, *(p.error for p in producers)] if e]
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    active = sink["active_s"] if sink["active_s"] > 0 else elapsed
+    q = sink["quantiles"]
+    unique = sink["unique"]
+    errors = [e for e in [sink["error"], *(p.error for p in producers)] if e]
     return LoadResult(
         transport=transport,
         connections=connections,
         target_rate=rate,
         seconds=round(elapsed, 2),
         sent=sent,
-        received=sink.received,
+        received=sink["received"],
         lost=sent - unique,
-        duplicates=sink.duplicates,
+        duplicates=sink["duplicates"],
         server_received=stats["received"],
         server_rejected=stats["rejected"],
         msgs_per_s=round(unique / max(elapsed if rate else active, 1e-9)),
@@ -327,7 +362,7 @@ def run_load(
         p50_ms=round(float(q[0]), 2),
         p99_ms=round(float(q[1]), 2),
         p999_ms=round(float(q[2]), 2),
-        max_ms=round(float(lat.max()), 2),
+        max_ms=round(float(q[3]), 2),
         server_cpu_pct=round(100 * cpu / elapsed, 1),
         loadgen_cpu_pct=round(100 * own_cpu / elapsed, 1),
         max_behind_ms=round(1000 * max(p.behind_s for p in producers), 1),
