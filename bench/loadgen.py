@@ -205,6 +205,9 @@ def _consume_in_child(
             "cpu_s": time.process_time(),
         }
     )
+    results.close()
+    results.join_thread()
+    os._exit(0)  # the reader thread may sit in a native read: do not finalize under it
 
 
 class Producer(threading.Thread):
