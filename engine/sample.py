@@ -1,9 +1,9 @@
 """Sample NDJSON for any stream, generated from its declared fields.
 
-``quiver convert --sample N`` uses it so the first command in the README works with nothing
-but the package: valid messages of every declared type, plus a few broken ones (about one in
-a hundred) so the dead-letter output has something to show. This is demo data, not part of
-the ingest path.
+``quiver convert --sample N`` uses it to demonstrate a config with nothing but the package,
+and ``Parser.warm`` to load every kernel: valid messages of every declared type, plus a few
+broken ones (about one in a hundred) so the dead-letter output has something to show. This
+is demo data, not part of the ingest path.
 """
 
 from __future__ import annotations
