@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.arena import Arena
-from engine.parser import Parser, as_uint8
+from engine.parser import Parser, Tally, as_uint8
 from kernels.framing import frame_lines
 
 
@@ -60,19 +59,11 @@ def open_batch_writer(path: str, schema: pa.Schema) -> BatchWriter:
 
 
 @dataclass
-class ConvertSummary:
+class ConvertSummary(Tally):
     """Counts of one conversion; received == accepted + rejected."""
 
-    accepted: int = 0
-    rejected: int = 0
-    blank: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
-    errors: Counter = field(default_factory=Counter)
-
-    @property
-    def received(self) -> int:
-        return self.accepted + self.rejected
 
 
 class LineConverter:
@@ -142,15 +133,13 @@ class LineConverter:
         return int(consumed)
 
     def _emit(self, arena: Arena, starts: np.ndarray, ends: np.ndarray, blank: int) -> None:
-        self.summary.blank += blank
+        self.summary.blank += blank  # not in any result: a read may hold only blank lines
         for lo in range(0, len(starts), self.max_messages):
             hi = lo + self.max_messages
             result = self.parser.parse_spans(
                 arena.data, starts[lo:hi], ends[lo:hi], base=-self._stream_offset, first_index=self.summary.received
             )
-            self.summary.accepted += result.accepted
-            self.summary.rejected += result.rejected
-            self.summary.errors.update(result.error_counts)
+            self.summary.add(result)
             self.on_batch(result.batch)
             if result.rejected:
                 self.on_rejects(result.rejects)

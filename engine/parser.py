@@ -8,6 +8,7 @@ and dead-letter batch of rejected ones. Received always equals accepted + reject
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +48,27 @@ class ParseResult:
     @property
     def received(self) -> int:
         return self.accepted + self.rejected
+
+
+@dataclass
+class Tally:
+    """Running counts over many parse results; ``received`` is derived, so it always equals
+    ``accepted + rejected``."""
+
+    accepted: int = 0
+    rejected: int = 0
+    blank: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected
+
+    def add(self, result: ParseResult) -> None:
+        self.accepted += result.accepted
+        self.rejected += result.rejected
+        self.blank += result.blank
+        self.errors.update(result.error_counts)
 
 
 class _Workspace:

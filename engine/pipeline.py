@@ -16,8 +16,7 @@ would even abort the process. See README "Threads".
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import numba
@@ -26,7 +25,7 @@ import pyarrow as pa
 
 from engine.arena import FRAMES, Arena, ArenaPool
 from engine.outputs.hub import Topic
-from engine.parser import Parser, ParseResult, as_uint8
+from engine.parser import Parser, ParseResult, Tally, as_uint8
 from kernels.framing import frame_length_prefixed, frame_lines
 
 log = logging.getLogger("quiver.pipeline")
@@ -36,17 +35,12 @@ PARALLEL_BYTES = 1 << 20
 
 
 @dataclass
-class StreamStats:
+class StreamStats(Tally):
     """Running counts of one stream; ``received == accepted + rejected`` at every batch."""
 
-    received: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    blank: int = 0
     bytes: int = 0
     batches: int = 0
     discarded_partials: int = 0  # partial messages of broken connections (never messages)
-    errors: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
         return {
@@ -118,11 +112,7 @@ class Pipeline:
             self.pool.release(arena)  # nothing below reads the arena's bytes
         t1 = anyio.current_time()
         for r in out.results:
-            self.stats.accepted += r.accepted
-            self.stats.rejected += r.rejected
-            self.stats.received += r.received
-            self.stats.blank += r.blank
-            self.stats.errors.update(r.error_counts)
+            self.stats.add(r)
         self.stats.bytes += out.nbytes
         self.stats.batches += len(out.results)
         for r in out.results:

@@ -8,9 +8,8 @@ or ``rejects``.
 from __future__ import annotations
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
-from engine.arena import Arena, ArenaPool
+from engine.arena import ArenaPool
 from engine.batcher import Batcher, Receipt
 from engine.config import Limits, StreamConfig
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
@@ -39,10 +38,6 @@ class Stream:
     @property
     def stats(self):
         return self.pipeline.stats
-
-    @property
-    def flushed(self) -> MemoryObjectReceiveStream[Arena]:
-        return self._flushed
 
     def framer(self, framing: str = "newline", owner: Receipt | None = None) -> LineFramer | FrameFramer:
         cls = LineFramer if framing == "newline" else FrameFramer
