@@ -1,4 +1,4 @@
-"""The ``quiver`` command line: ``serve``, ``convert`` and ``check``.
+"""The ``quiver`` command line: ``serve``, ``convert``, ``export`` and ``check``.
 
 A thin layer over the public API: it loads the config (the embedded default unless ``-c``
 names one), then runs an ``Engine`` (serve) or a ``Parser`` (convert) and prints what
@@ -129,6 +129,47 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Retained batches of a stream's segment log -> one file (the service may be running)."""
+    from engine.convert import open_batch_writer
+    from engine.outputs.segments import SEQ_KEY, SegmentLog
+
+    cfg = _load(args.config)
+    if cfg.data_dir is None:
+        raise ConfigError("data_dir: the config keeps no segments (set a top-level data_dir)")
+    name = args.stream
+    base = name.removesuffix(".rejects")
+    if base not in cfg.streams:
+        expected = sorted([*cfg.streams, *(f"{s}.rejects" for s in cfg.streams)])
+        raise ConfigError(f"--stream: expected one of {expected}; got {name!r}")
+    seglog = SegmentLog.open_readonly(Path(cfg.data_dir) / name)
+    writer = open_batch_writer(args.output, seglog.schema)
+    ipc = Path(args.output).suffix.lower() != ".parquet"  # IPC keeps each batch's seq
+    batches = rows = 0
+    first = last = None
+    try:
+        for batch in seglog.read(args.from_seq, args.to_seq):
+            seq = batch.schema.metadata[SEQ_KEY]
+            plain = batch.replace_schema_metadata(None)
+            if ipc:
+                writer.write_batch(plain, custom_metadata={SEQ_KEY: seq})
+            else:
+                writer.write_batch(plain)
+            first = int(seq) if first is None else first
+            last = int(seq)
+            batches += 1
+            rows += batch.num_rows
+    finally:
+        writer.close()
+    span = (
+        f"seq {first}..{last}"
+        if batches
+        else f"nothing in the retained range {seglog.first_seq}..{seglog.next_seq - 1}"
+    )
+    print(f"exported {batches} batches ({span}), {rows} rows -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the ready line reports start-up from here, imports included
     import anyio
@@ -185,16 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--seed", type=int, default=0, help="seed for --sample")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     conv.set_defaults(run=cmd_convert)
+
+    exp = sub.add_parser("export", help="write a stream's retained batches (from data_dir) to a file")
+    exp.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+    exp.add_argument("--stream", required=True, help="stream name, or NAME.rejects for its dead letters")
+    exp.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="first seq (default: oldest retained)")
+    exp.add_argument("--to", dest="to_seq", type=int, metavar="SEQ", help="last seq, inclusive (default: newest)")
+    exp.add_argument("-o", "--output", required=True, help="output: .parquet, .arrow (IPC file), .arrows (IPC stream)")
+    exp.set_defaults(run=cmd_export)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.outputs.segments import LogError
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except ConfigError as exc:
         print(f"quiver: {exc}", file=sys.stderr)
         return 2
+    except LogError as exc:
+        print(f"quiver: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"quiver: {exc}", file=sys.stderr)
         return 1

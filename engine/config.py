@@ -160,6 +160,27 @@ class Limits(_Model):
     max_body_bytes: ByteSize = Field(default=ByteSize(64 << 20), ge=1024)  # HTTP body, after gzip inflation
 
 
+class IntervalDurability(_Model):
+    """fsync every ``interval_ms``; acknowledgements wait for the fsync that covers them."""
+
+    interval_ms: float = Field(gt=0, le=60_000)
+
+
+class SegmentSpec(_Model):
+    """When a stream's active segment file is closed and a new one started."""
+
+    max_bytes: ByteSize = Field(default=ByteSize(64 << 20), ge=4096)
+    max_age_s: float = Field(default=3600.0, gt=0)
+
+
+class RetentionSpec(_Model):
+    """How much of a stream's log is kept: closed segments beyond either limit are deleted
+    (oldest first). ``null`` means no limit."""
+
+    max_bytes: ByteSize | None = Field(default=ByteSize(1 << 30), ge=4096)
+    max_age_s: float | None = Field(default=None, gt=0)
+
+
 class StreamConfig(_Model):
     """One named stream: its format, fields and batching."""
 
@@ -172,6 +193,17 @@ class StreamConfig(_Model):
     limits: Limits | None = None  # per-stream override; else the config's limits
     slow_consumer: Literal["block", "disconnect"] = "block"
     consumer_queue: int = Field(default=16, ge=1, le=1 << 16)  # batches queued per consumer
+    # with a data_dir: when appended batches are fsynced (and so when POSTs are answered)
+    durability: Literal["none", "batch"] | IntervalDurability = "batch"
+    segments: SegmentSpec = SegmentSpec()
+    retention: RetentionSpec = RetentionSpec()
+
+    @field_validator("durability", mode="before")
+    @classmethod
+    def _durability_form(cls, v: Any) -> Any:
+        if isinstance(v, dict) or v in ("none", "batch"):
+            return v
+        raise ValueError(f"expected none, batch or {{interval_ms: N}}; got {v!r}")
 
 
 class ListenSpec(_Model):
@@ -204,6 +236,7 @@ class Config(_Model):
     listen: list[ListenSpec] = []
     limits: Limits = Limits()
     kernels: KernelSpec = KernelSpec()
+    data_dir: str | None = Field(default=None, min_length=1)  # durable segments; None: live only
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="before")
@@ -221,6 +254,10 @@ class Config(_Model):
         for name, s in self.streams.items():
             if s.limits is None:
                 object.__setattr__(s, "limits", self.limits)
+            stored = {"durability", "segments", "retention"} & s.model_fields_set
+            if self.data_dir is None and stored:
+                key = sorted(stored)[0]
+                raise ValueError(f"streams.{name}.{key}: applies only with a top-level data_dir (none is set)")
             if s.limits.max_message_bytes > s.batch.max_bytes:
                 raise ValueError(
                     f"streams.{name}: limits.max_message_bytes ({int(s.limits.max_message_bytes)}) "
@@ -252,6 +289,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
+        if err["type"] == "literal_error" and isinstance(err.get("input"), dict):
+            continue  # the other arm of a "word or mapping" union says what is wrong
         loc = [str(p) for p in err["loc"] if _is_key(p)]
         path = ".".join(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
@@ -259,6 +298,9 @@ def _format_errors(exc: ValidationError) -> str:
             msg = "unknown key (check its spelling)"
         elif "got" not in msg and not isinstance(err.get("input"), (dict, list)):
             msg = f"{msg}; got {err.get('input')!r}"
+        if not loc and msg.split(":", 1)[0].startswith(("streams.", "listen.")):
+            lines.append(msg)  # a cross-field check that names its own key path
+            continue
         lines.append(f"{path}: {msg}")
     # one line per path: a union reports each arm separately
     seen: dict[str, None] = {}
@@ -272,7 +314,7 @@ def _is_key(p: Any) -> bool:
     if isinstance(p, int):
         return True
     s = str(p)
-    return not (s.endswith("]") and "[" in s) and s not in ("int", "float", "str", "literal")
+    return not (s.endswith("]") and "[" in s) and s not in ("int", "float", "str", "literal", "IntervalDurability")
 
 
 def load_config(source: str | os.PathLike[str]) -> Config:

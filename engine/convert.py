@@ -34,14 +34,30 @@ class BatchWriter(Protocol):
 
 
 class _ParquetBatchWriter:
+    """Gathers small batches into row groups of about ROW_GROUP rows: a row group per
+    linger-sized batch would make files slow to scan."""
+
+    ROW_GROUP = 1 << 16
+
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(path, schema)
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
-            self._writer.write_batch(batch)
+            self._pending.append(batch)
+            self._rows += batch.num_rows
+            if self._rows >= self.ROW_GROUP:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=self._rows)
+        self._pending, self._rows = [], 0
 
     def close(self) -> None:
+        self._flush()
         self._writer.close()
 
 

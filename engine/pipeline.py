@@ -6,6 +6,12 @@ asked (HTTP requests, ``Engine.ingest``) get their counts, and the batches go to
 stream's topics. The arena returns to its pool as soon as it is parsed: no output batch
 points into it (values are copied out by the gather kernels).
 
+Durability: when the stream has a segment log, its batches and dead letters are appended
+(on a worker thread, outside the kernel slot) before any consumer sees them, and a
+submission's receipt is settled only once they are as durable as the stream's
+``durability`` says: ``batch`` fsyncs every arena's output before settling, an interval
+fsyncs on a timer and settles everything that fsync covered, ``none`` settles at once.
+
 Threads and kernels: every stream shares one kernel slot (a capacity limiter of one), so
 exactly one batch is in the kernels at any moment, and that batch uses all
 ``kernels.threads`` Numba threads. Two batches at once would only split the same cores
@@ -16,7 +22,9 @@ would even abort the process. See README "Threads".
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import numba
@@ -78,6 +86,7 @@ class Pipeline:
         rejects: Topic,
         kernel_slot: anyio.CapacityLimiter,
         threads: int | None = None,
+        durability: str | float = "none",
     ) -> None:
         self.parser = parser
         self.pool = pool
@@ -89,17 +98,56 @@ class Pipeline:
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
         self.widest = 1  # most kernel threads any batch has used
+        # "none" | "batch" | seconds between fsyncs; only used when the topics have logs
+        self.durability = durability
+        self._durable = batches.log is not None and rejects.log is not None
+        self._unsynced: list[Callable[[], None]] = []  # settlements waiting for an fsync
+        self._sync_lock = anyio.Lock()
 
     async def run(self, flushed: anyio.abc.ObjectReceiveStream[Arena]) -> None:
         """Process arenas until the batcher closes the queue, then close the topics."""
         try:
-            async with flushed:
-                async for arena in flushed:
-                    await self._process(arena)
+            async with anyio.create_task_group() as tg:
+                if self._durable and isinstance(self.durability, float):
+                    tg.start_soon(self._sync_every, self.durability)
+                async with flushed:
+                    async for arena in flushed:
+                        await self._process(arena)
+                await self._sync_now()  # what the last interval did not cover
+                tg.cancel_scope.cancel()
         finally:
             self.batches.close()
             self.rejects.close()
             self.done.set()
+
+    async def _sync_every(self, seconds: float) -> None:
+        while True:
+            await anyio.sleep(seconds)
+            await self._sync_now()
+
+    async def _sync_now(self) -> None:
+        """fsync both logs, then settle the receipts whose batches that made durable."""
+        if not self._durable:
+            return
+        async with self._sync_lock:  # the timer and the final sync never split a round
+            with anyio.CancelScope(shield=True):  # taken receipts are always settled
+                waiting, self._unsynced = self._unsynced, []
+                await anyio.to_thread.run_sync(self._sync_logs)
+                for settle in waiting:
+                    settle()
+
+    def _sync_logs(self) -> None:
+        for topic in (self.batches, self.rejects):
+            assert topic.log is not None
+            topic.log.sync()
+
+    def _append(self, accepted: list[pa.RecordBatch], rejected: list[pa.RecordBatch]) -> None:
+        """Worker thread: append to the logs; under ``batch`` durability, fsync them."""
+        sync = self.durability == "batch"
+        for topic, batches in ((self.batches, accepted), (self.rejects, rejected)):
+            if batches:
+                assert topic.log is not None
+                topic.log.append(batches, sync=sync)
 
     async def _process(self, arena: Arena) -> None:
         first_index, base = self.stats.received, self.stats.bytes
@@ -115,12 +163,20 @@ class Pipeline:
             self.stats.add(r)
         self.stats.bytes += out.nbytes
         self.stats.batches += len(out.results)
-        for r in out.results:
-            if r.batch.num_rows:
-                await self.batches.publish(r.batch)
-            if r.rejects.num_rows:
-                await self.rejects.publish(r.rejects)
-        self._settle(regions, out)  # after publishing: a receipt means "handed to the outputs"
+        accepted = self.batches.stamp([r.batch for r in out.results if r.batch.num_rows])
+        rejected = self.rejects.stamp([r.rejects for r in out.results if r.rejects.num_rows])
+        out.results = []  # the batches live on in the outputs only
+        if self._durable:
+            await anyio.to_thread.run_sync(self._append, accepted, rejected)
+        for batch in accepted:
+            await self.batches.publish(batch)
+        for batch in rejected:
+            await self.rejects.publish(batch)
+        # a receipt means "handed to the outputs, and as durable as the stream promises"
+        if self._durable and isinstance(self.durability, float):
+            self._unsynced.append(partial(self._settle, regions, out))
+        else:
+            self._settle(regions, out)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch stream=%s messages=%d bytes=%d fill_ms=%.2f queued_ms=%.2f parse_ms=%.2f publish_ms=%.2f",

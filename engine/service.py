@@ -15,6 +15,7 @@ Runs on asyncio (uvicorn needs it).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -27,11 +28,12 @@ from anyio.from_thread import BlockingPortal
 from engine.batcher import Receipt
 from engine.config import Config, load_config
 from engine.framer import warm_framing
-from engine.outputs.hub import Subscription, Topic
+from engine.outputs.hub import Start, Subscription, Topic
+from engine.outputs.segments import LogError
 from engine.server.flight import FlightListener
 from engine.server.http import HttpListener
 from engine.server.tcp import TcpListener
-from engine.stream import Stream
+from engine.stream import Stream, open_logs
 
 log = logging.getLogger("quiver.engine")
 
@@ -55,6 +57,7 @@ class Engine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._streams_tg: anyio.abc.TaskGroup | None = None
         self._closed = False
+        self._lock_fd = -1  # holds data_dir for this process
 
     # -- public API ---------------------------------------------------------------------
 
@@ -72,13 +75,17 @@ class Engine:
             out[s.rejects.name] = s.rejects
         return out
 
-    def subscribe(self, name: str) -> Subscription:
+    def subscribe(self, name: str, start: Start = "latest") -> Subscription:
         """Record batches of ``name`` (a stream, or ``<stream>.rejects`` for its dead
-        letters) from now on, as an async iterator; it ends when the engine stops."""
+        letters) as an async iterator that ends when the engine stops. ``start``:
+        ``"latest"`` (from the next batch), ``"earliest"`` (the oldest retained) or a
+        sequence number; retained batches come from the segment log, then live ones, with
+        no gap and no duplicate. Each batch's seq is ``batch.schema.metadata[b"quiver.seq"]``.
+        Raises SeqOutOfRange for a seq that is not retained."""
         topic = self.topics().get(name)
         if topic is None:
             raise KeyError(f"no such stream: {name!r}; expected one of {sorted(self.topics())}")
-        return topic.subscribe()
+        return topic.subscribe(start)
 
     async def ingest(self, stream: str, data: bytes | bytearray | memoryview, framing: str = "newline") -> Receipt:
         """Feed NDJSON (or length-prefixed) bytes to a stream; returns once every message
@@ -110,6 +117,9 @@ class Engine:
                 for f in self.flight:
                     await anyio.to_thread.run_sync(f.stop)
             await stack.aclose()
+            for s in self.streams.values():
+                s.close_logs()
+            self._unlock_data_dir()
             raise
         self._stack = stack
         self.ready_seconds = time.perf_counter() - started
@@ -121,8 +131,12 @@ class Engine:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         slot = anyio.CapacityLimiter(1)  # one batch in the kernels at a time (pipeline.py)
+        data_dir = self.config.data_dir
+        if data_dir is not None:
+            await anyio.to_thread.run_sync(self._lock_data_dir, data_dir)
         for name, cfg in self.config.streams.items():
-            self.streams[name] = Stream(cfg, slot, self.threads)
+            logs = None if data_dir is None else await anyio.to_thread.run_sync(open_logs, cfg, data_dir)
+            self.streams[name] = Stream(cfg, slot, self.threads, logs)
         for s in self.streams.values():
             await anyio.to_thread.run_sync(self._warm, s)
         tg = await stack.enter_async_context(anyio.create_task_group())
@@ -148,6 +162,22 @@ class Engine:
                 await anyio.to_thread.run_sync(flight.start)
                 self.flight.append(flight)
 
+    def _lock_data_dir(self, data_dir: str) -> None:
+        """One process per data_dir: two writers would interleave the same segment files."""
+        os.makedirs(data_dir, exist_ok=True)
+        fd = os.open(os.path.join(data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogError(f"data_dir {data_dir} is in use by another Quiver process") from None
+        self._lock_fd = fd
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
     def _warm(self, stream: Stream) -> None:
         if self.threads is not None:
             numba.set_num_threads(self.threads)
@@ -169,6 +199,7 @@ class Engine:
                 await self._drain()
         finally:
             await self._stack.aclose()  # uvicorn and the stream tasks have ended by now
+            self._unlock_data_dir()  # the streams closed their logs as they ended
         totals = {name: s.stats.as_dict() for name, s in self.streams.items()}
         log.info("stopped stats=%s", totals)
 

@@ -2,10 +2,14 @@
 
 This is what listeners talk to. Producers go through ``batcher`` (or ``ingest``, which
 frames a whole submission and waits for its receipt); consumers subscribe to ``batches``
-or ``rejects``.
+or ``rejects``. With a ``data_dir``, each of the two topics has a segment log under
+``<data_dir>/<topic name>/`` (see ``open_logs``).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import anyio
 
@@ -14,12 +18,45 @@ from engine.batcher import Batcher, Receipt
 from engine.config import Limits, StreamConfig
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
 from engine.outputs.hub import Topic
+from engine.outputs.segments import SegmentLog, SegmentPolicy
 from engine.parser import Parser
 from engine.pipeline import Pipeline
 
 
+def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[SegmentLog, SegmentLog]:
+    """Open (and recover) the segment logs of a stream's batches and dead letters.
+
+    Blocking: recovery reads the newest segment of each back. Run it on a worker thread.
+    """
+    parser = Parser(config)
+    policy = SegmentPolicy(
+        max_bytes=int(config.segments.max_bytes),
+        max_age_s=config.segments.max_age_s,
+        retain_bytes=None if config.retention.max_bytes is None else int(config.retention.max_bytes),
+        retain_age_s=config.retention.max_age_s,
+    )
+    root = Path(data_dir)
+    batches = SegmentLog.open(root / config.name, parser.schema, policy)
+    try:
+        rejects = SegmentLog.open(root / f"{config.name}.rejects", parser.rejects_schema, policy)
+    except BaseException:
+        batches.close()
+        raise
+    return batches, rejects
+
+
+#: How often a stream with segments applies retention by age while nothing rolls.
+RETENTION_CHECK_S = 60.0
+
+
 class Stream:
-    def __init__(self, config: StreamConfig, kernel_slot: anyio.CapacityLimiter, threads: int | None) -> None:
+    def __init__(
+        self,
+        config: StreamConfig,
+        kernel_slot: anyio.CapacityLimiter,
+        threads: int | None,
+        logs: tuple[SegmentLog, SegmentLog] | None = None,
+    ) -> None:
         assert config.limits is not None  # resolved by Config
         self.name = config.name
         self.config = config
@@ -31,9 +68,14 @@ class Stream:
         self.pool = ArenaPool(config.arenas, capacity)
         self.batcher, self._flushed = Batcher.create(self.pool, config.batch)
         queue = config.consumer_queue
-        self.batches = Topic(self.name, self.parser.schema, queue, config.slow_consumer)
-        self.rejects = Topic(f"{self.name}.rejects", self.parser.rejects_schema, queue, config.slow_consumer)
-        self.pipeline = Pipeline(self.parser, self.pool, self.batches, self.rejects, kernel_slot, threads)
+        batches_log, rejects_log = logs if logs is not None else (None, None)
+        self.batches = Topic(self.name, self.parser.schema, queue, config.slow_consumer, batches_log)
+        self.rejects = Topic(
+            f"{self.name}.rejects", self.parser.rejects_schema, queue, config.slow_consumer, rejects_log
+        )
+        d = config.durability
+        durability = d if isinstance(d, str) else d.interval_ms / 1000.0
+        self.pipeline = Pipeline(self.parser, self.pool, self.batches, self.rejects, kernel_slot, threads, durability)
 
     @property
     def stats(self):
@@ -54,10 +96,30 @@ class Stream:
 
     async def run(self) -> None:
         """The stream's background work: linger flushes and the pipeline (until closed)."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.batcher.run_linger)
-            await self.pipeline.run(self._flushed)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.batcher.run_linger)
+                if self.batches.log is not None:
+                    tg.start_soon(self._retain_every, RETENTION_CHECK_S)
+                await self.pipeline.run(self._flushed)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close_logs)
+
+    async def _retain_every(self, seconds: float) -> None:
+        """Retention by age also on a quiet stream (rolls enforce it otherwise)."""
+        while True:
+            await anyio.sleep(seconds)
+            for topic in (self.batches, self.rejects):
+                if topic.log is not None:
+                    await anyio.to_thread.run_sync(topic.log.enforce_retention)
+
+    def close_logs(self) -> None:
+        """Close the active segments (end-of-stream marker, fsync). Blocking; idempotent."""
+        for topic in (self.batches, self.rejects):
+            if topic.log is not None:
+                topic.log.close()
 
     def close(self) -> None:
         """Take no more messages; what is buffered is still parsed and delivered."""

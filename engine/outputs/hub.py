@@ -1,4 +1,12 @@
-"""Live fan-out: each topic (a stream's batches, or its dead letters) to its consumers.
+"""Fan-out: each topic (a stream's batches, or its dead letters) to its consumers.
+
+Every batch a topic publishes has a sequence number (``quiver.seq`` in the batch's schema
+metadata): 0, 1, 2, ... per topic, and, when the topic has a segment log, stable across
+restarts. A consumer starts at ``latest`` (the next batch), ``earliest`` (the oldest
+retained) or any retained seq. One that starts in the past reads the segment log at its
+own pace and joins the live fan-out only once it has caught up, at a point where no await
+can slip between "read up to next_seq" and "receive from next_seq": no gap, no duplicate,
+and a replaying consumer never holds up producers however far behind it starts.
 
 Every consumer has its own bounded queue of record batches. What happens when one is full
 is the stream's ``slow_consumer`` policy: ``block`` makes the publisher wait (the pipeline
@@ -10,11 +18,14 @@ with a logged reason while the others keep going. Either way memory stays bounde
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Literal
 
 import anyio
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine.outputs.segments import SEQ_KEY, LogCursor, SegmentLog, SeqOutOfRange, seq_of, stamp
 
 log = logging.getLogger("quiver.hub")
 
@@ -23,16 +34,28 @@ class ConsumerDropped(RuntimeError):
     """This consumer fell behind a ``slow_consumer: disconnect`` stream and was dropped."""
 
 
+#: Batches a replaying consumer reads from disk per worker-thread call.
+READ_AHEAD = 16
+
+Start = Literal["earliest", "latest"] | int
+
+
 class Subscription:
     """One consumer's view of a topic: an async iterator of record batches that ends when
     the topic closes (after every batch already queued has been delivered)."""
 
-    def __init__(self, topic: Topic, send: MemoryObjectSendStream, receive: MemoryObjectReceiveStream) -> None:
+    def __init__(
+        self, topic: Topic, send: MemoryObjectSendStream, receive: MemoryObjectReceiveStream, start: int
+    ) -> None:
         self.topic = topic
         self.schema: pa.Schema = topic.schema
+        self.start = start  # seq of the first batch this consumer gets
         self._send = send
         self._receive = receive
         self.dropped: str | None = None
+        self._cursor: LogCursor | None = None  # set while replaying from the segment log
+        self._pos = start
+        self._ahead: deque[pa.RecordBatch] = deque()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -45,6 +68,24 @@ class Subscription:
 
     async def next_batch(self) -> pa.RecordBatch | None:
         """The next batch, or None once the topic has ended; raises ConsumerDropped."""
+        if self._cursor is not None:
+            if not self._ahead and self._pos < self.topic.next_seq:
+                cursor, until = self._cursor, self.topic.next_seq
+                try:
+                    got = await anyio.to_thread.run_sync(cursor.read, until, READ_AHEAD)
+                except SeqOutOfRange as exc:
+                    self.dropped = f"{self.topic.name}: replay fell behind retention: {exc}"
+                    self._end_replay()
+                    raise ConsumerDropped(self.dropped) from None
+                self._ahead.extend(got)
+            if self._ahead:
+                batch = self._ahead.popleft()
+                self._pos = seq_of(batch) + 1
+                return batch
+            # caught up: everything before next_seq was read, everything from it on is
+            # fanned out to us (no await between this check and joining)
+            self._end_replay()
+            self.topic._join(self)
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -52,8 +93,14 @@ class Subscription:
                 raise ConsumerDropped(self.dropped) from None
             return None
 
+    def _end_replay(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
     def close(self) -> None:
         """Stop receiving: the topic forgets this consumer on its next publish."""
+        self._end_replay()
         self._receive.close()
         self.topic._subscribers.discard(self)
 
@@ -68,32 +115,75 @@ class Topic:
     """A live feed of record batches with one schema, published by one stream's pipeline."""
 
     def __init__(
-        self, name: str, schema: pa.Schema, queue_size: int, policy: Literal["block", "disconnect"] = "block"
+        self,
+        name: str,
+        schema: pa.Schema,
+        queue_size: int,
+        policy: Literal["block", "disconnect"] = "block",
+        log: SegmentLog | None = None,
     ) -> None:
         self.name = name
         self.schema = schema
         self.queue_size = queue_size
         self.policy = policy
+        self.log = log
         self._subscribers: set[Subscription] = set()
         self._closed = False
+        self.next_seq = log.next_seq if log is not None else 0  # seq of the next batch to publish
         self.published = 0
         self.dropped = 0
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq a consumer can start at (== next_seq for a live-only topic)."""
+        return self.log.first_seq if self.log is not None else self.next_seq
+
+    def resolve(self, start: Start) -> int:
+        """The seq ``start`` names; raises SeqOutOfRange if it is neither retained nor next."""
+        if start == "latest":
+            return self.next_seq
+        if start == "earliest":
+            return self.first_seq
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise ValueError(f"expected 'earliest', 'latest' or a sequence number; got {start!r}")
+        first = self.first_seq
+        if not first <= start <= self.next_seq:
+            raise SeqOutOfRange(start, first, self.next_seq)
+        return start
+
+    def stamp(self, batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """Number batches that are about to be published (after whatever is pending)."""
+        return [stamp(b, self.next_seq + i) for i, b in enumerate(batches)]
 
     @property
     def consumers(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self) -> Subscription:
-        """A consumer that sees every batch published from now on."""
+    def subscribe(self, start: Start = "latest") -> Subscription:
+        """A consumer that sees every batch from ``start`` on (see the module docstring)."""
+        pos = self.resolve(start)
         send, receive = anyio.create_memory_object_stream[pa.RecordBatch](self.queue_size)
-        sub = Subscription(self, send, receive)
-        if self._closed:
-            send.close()
+        sub = Subscription(self, send, receive, pos)
+        if pos < self.next_seq:
+            assert self.log is not None  # resolve() allows the past only with a log
+            sub._cursor = self.log.cursor(pos)
         else:
-            self._subscribers.add(sub)
+            self._join(sub)
         return sub
 
+    def _join(self, sub: Subscription) -> None:
+        if self._closed:
+            sub._send.close()
+        else:
+            self._subscribers.add(sub)
+
     async def publish(self, batch: pa.RecordBatch) -> None:
+        """Fan out a batch: one numbered by ``stamp`` (and already in the log, if the topic
+        has one), or an unnumbered one, which gets the next seq."""
+        meta = batch.schema.metadata
+        if meta is None or SEQ_KEY not in meta:
+            batch = stamp(batch, self.next_seq)
+        self.next_seq = seq_of(batch) + 1  # first, so consumers joining now replay it
         self.published += 1
         for sub in list(self._subscribers):
             try:

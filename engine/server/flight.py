@@ -1,14 +1,20 @@
 """Arrow Flight: consumers read live streams with ``pyarrow.flight``.
 
 Tickets and descriptor paths name a topic: ``events`` (accepted batches) or
-``events.rejects`` (dead letters). ``do_get`` is a live stream that ends when the service
-stops. gRPC runs Flight calls on its own threads; they reach the topics, which live on the
+``events.rejects`` (dead letters). A ticket may also be JSON,
+``{"stream": "events", "from": 42}`` (``from``: a seq, ``"earliest"`` or ``"latest"``,
+the default), to start in the retained past. ``do_get`` is a stream that ends when the
+service stops; each batch's seq is its FlightData ``app_metadata`` (decimal ASCII),
+except on the first chunk of a schema with enum columns (see ``_batches``).
+``get_flight_info`` reports the retained range as JSON app_metadata
+``{"first_seq": F, "next_seq": N}`` and the retained bytes as ``total_bytes``. gRPC runs Flight calls on its own threads; they reach the topics, which live on the
 event loop, through an anyio blocking portal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 
@@ -17,7 +23,8 @@ import pyarrow.flight as fl
 from anyio.from_thread import BlockingPortal
 
 from engine.config import ListenSpec
-from engine.outputs.hub import ConsumerDropped, Subscription, Topic
+from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
+from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 
 log = logging.getLogger("quiver.flight")
 
@@ -37,8 +44,29 @@ class _FlightService(fl.FlightServerBase):
         return topic
 
     def _info(self, topic: Topic) -> fl.FlightInfo:
-        endpoint = fl.FlightEndpoint(topic.name.encode(), [self._location])
-        return fl.FlightInfo(topic.schema, fl.FlightDescriptor.for_path(topic.name), [endpoint], -1, -1)
+        first, nxt = self._portal.call(lambda: (topic.first_seq, topic.next_seq))
+        # a durable topic's ticket starts where the stream is now, so the reader knows
+        # the seq of its first batch and misses nothing published after this call
+        ticket = json.dumps({"stream": topic.name, "from": nxt}).encode() if topic.log else topic.name.encode()
+        endpoint = fl.FlightEndpoint(ticket, [self._location])
+        retained = topic.log.nbytes if topic.log is not None else 0
+        meta = json.dumps({"first_seq": first, "next_seq": nxt}).encode()
+        descriptor = fl.FlightDescriptor.for_path(topic.name)
+        return fl.FlightInfo(topic.schema, descriptor, [endpoint], -1, retained, app_metadata=meta)
+
+    def _ticket(self, ticket: bytes) -> tuple[Topic, Start]:
+        if not ticket.lstrip().startswith(b"{"):
+            return self._topic(ticket), "latest"
+        try:
+            spec = json.loads(ticket)
+            name, start = spec["stream"], spec.get("from", "latest")
+        except (ValueError, KeyError, TypeError):
+            raise fl.FlightServerError(
+                'a JSON ticket needs {"stream": NAME} and optionally "from": SEQ | "earliest" | "latest"'
+            ) from None
+        if not (start in ("earliest", "latest") or (isinstance(start, int) and not isinstance(start, bool))):
+            raise fl.FlightServerError(f'"from": expected a sequence number, "earliest" or "latest"; got {start!r}')
+        return self._topic(name), start
 
     def _descriptor_topic(self, descriptor: fl.FlightDescriptor) -> Topic:
         if descriptor.descriptor_type == fl.DescriptorType.PATH and len(descriptor.path) == 1:
@@ -58,18 +86,30 @@ class _FlightService(fl.FlightServerBase):
         return fl.SchemaResult(self._descriptor_topic(descriptor).schema)
 
     def do_get(self, context, ticket) -> fl.GeneratorStream:
-        topic = self._topic(ticket.ticket)
-        sub: Subscription = self._portal.call(topic.subscribe)
+        topic, start = self._ticket(ticket.ticket)
+        try:
+            sub: Subscription = self._portal.call(topic.subscribe, start)
+        except SeqOutOfRange as exc:
+            raise fl.FlightServerError(f"{exc} (first_seq={exc.first}, next_seq={exc.next})") from None
         return fl.GeneratorStream(topic.schema, self._batches(sub, context))
 
-    def _batches(self, sub: Subscription, context) -> Iterator[pa.RecordBatch]:
+    def _batches(self, sub: Subscription, context) -> Iterator[pa.Table | tuple[pa.RecordBatch, bytes]]:
+        # Each batch goes as (batch, app_metadata=seq). pyarrow's GeneratorStream sends
+        # dictionaries only with Table items, so on a schema with enum (dictionary)
+        # columns the first batch goes as a Table, without app_metadata: its seq is the
+        # start seq (the numeric "from" of the ticket). Enum dictionaries never change
+        # within a stream, so later batches need none.
+        need_dictionaries = any(pa.types.is_dictionary(f.type) for f in sub.schema)
         try:
             while not context.is_cancelled():
                 batch = self._portal.call(sub.next_batch)
                 if batch is None:
                     return
-                # as a table: pyarrow's GeneratorStream sends dictionaries only for tables
-                yield pa.Table.from_batches([batch])
+                if need_dictionaries:
+                    need_dictionaries = False
+                    yield pa.Table.from_batches([batch.replace_schema_metadata(None)])
+                else:
+                    yield batch.replace_schema_metadata(None), batch.schema.metadata[SEQ_KEY]
         except ConsumerDropped as exc:
             log.warning("consumer_dropped transport=flight topic=%s reason=%r", sub.topic.name, str(exc))
             raise fl.FlightServerError(str(exc)) from None

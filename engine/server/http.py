@@ -7,6 +7,8 @@ module is the ASGI application plus the glue that starts and stops uvicorn there
     GET  /v1/streams                       streams, their Arrow schemas and counts
     GET  /v1/streams/{name}/arrow          live Arrow IPC stream of accepted batches
     GET  /v1/streams/{name}/rejects/arrow  live Arrow IPC stream of dead letters
+         ?from=latest (default) | earliest | SEQ: start there (retained batches from the
+         segment log, then live); each batch carries IPC custom metadata ``quiver.seq``
     GET  /healthz
 
 A POST answers only after every message of its body is parsed and handed to the outputs.
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import socket
+import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
@@ -33,7 +36,8 @@ from anyio.abc import TaskStatus
 from engine.batcher import Receipt, StreamClosed
 from engine.config import Limits, ListenSpec
 from engine.framer import CHUNK_BYTES
-from engine.outputs.hub import ConsumerDropped, Topic
+from engine.outputs.hub import ConsumerDropped, Start, Topic
+from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -140,11 +144,16 @@ class HttpApi:
             return await self._post(scope, receive, send, stream)
         if tail in (["arrow"], ["rejects", "arrow"]) and method == "GET":
             topic = stream.batches if tail == ["arrow"] else stream.rejects
-            return await self._stream_arrow(receive, send, topic)
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            start = _parse_start(query.get("from", ["latest"])[-1])
+            if start is None:
+                return await _respond(send, 400, {"error": "from: expected earliest, latest or a sequence number"})
+            return await self._stream_arrow(receive, send, topic, start)
         return await _respond(send, 404, {"error": f"no such path: {path}"})
 
     def _describe(self, stream: Stream) -> dict:
         base = f"/v1/streams/{stream.name}"
+        d = stream.config.durability
         return {
             "name": stream.name,
             "schema": _schema_json(stream.parser.schema),
@@ -153,6 +162,9 @@ class HttpApi:
             "arrow": f"{base}/arrow",
             "rejects_arrow": f"{base}/rejects/arrow",
             "consumers": {"arrow": stream.batches.consumers, "rejects_arrow": stream.rejects.consumers},
+            # the seq range a consumer can start at (first == next: nothing retained)
+            "seq": {t: {"first": topic.first_seq, "next": topic.next_seq} for t, topic in _topics(stream)},
+            "durability": None if stream.batches.log is None else (d if isinstance(d, str) else d.model_dump()),
             "stats": stream.stats.as_dict(),
         }
 
@@ -219,8 +231,12 @@ class HttpApi:
             # what was taken before the failure is still counted and delivered: say so
             await _respond(send, failure[0], {"error": failure[1], **receipt.as_dict()})
 
-    async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic) -> None:
-        sub = topic.subscribe()
+    async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic, start: Start) -> None:
+        try:
+            sub = topic.subscribe(start)
+        except SeqOutOfRange as exc:
+            body = {"error": str(exc), "first_seq": exc.first, "next_seq": exc.next}
+            return await _respond(send, 416, body)
         try:
             sink = _Chunks()
             writer = pa.ipc.new_stream(sink, topic.schema)
@@ -231,7 +247,11 @@ class HttpApi:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")],
+                    "headers": [
+                        (b"content-type", ARROW_STREAM),
+                        (b"cache-control", b"no-store"),
+                        (b"quiver-start-seq", str(sub.start).encode()),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
@@ -239,7 +259,7 @@ class HttpApi:
                 tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
                 try:
                     async for batch in sub:
-                        writer.write_batch(batch)
+                        writer.write_batch(batch, custom_metadata={SEQ_KEY: batch.schema.metadata[SEQ_KEY]})
                         await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
                     writer.close()  # end-of-stream marker: the reader ends cleanly
                 except ConsumerDropped as exc:
@@ -258,6 +278,16 @@ class HttpApi:
     async def wait_idle(self) -> None:
         """Until no POST is in progress."""
         await self._idle.wait()
+
+
+def _parse_start(text: str) -> Start | None:
+    if text in ("earliest", "latest"):
+        return text  # type: ignore[return-value]
+    return int(text) if text.isdigit() and len(text) < 20 else None
+
+
+def _topics(stream: Stream) -> tuple[tuple[str, Topic], ...]:
+    return (("arrow", stream.batches), ("rejects_arrow", stream.rejects))
 
 
 class _EmbeddedServer(uvicorn.Server):

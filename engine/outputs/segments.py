@@ -1,0 +1,425 @@
+"""Durable segments: one topic's batches on disk, in order, numbered by sequence.
+
+A topic's log is a directory of segment files, ``<first_seq:020d>.arrow``. Each file is a
+plain Arrow IPC stream (``pa.ipc.open_stream(path)`` reads it) whose record batch messages
+carry their sequence number as custom metadata ``quiver.seq``. Only the newest segment is
+appended to; it rolls (end-of-stream marker, fsync) when it reaches ``max_bytes`` or
+``max_age_s``, and closed segments are never written again: retention deletes whole closed
+segments, oldest first, by total size and age.
+
+Why IPC *stream* files rather than the IPC file format: a stream needs no footer, so every
+batch is readable the moment it is written and a crash leaves a readable prefix. On open,
+the newest segment is read back batch by batch (each one fully validated, sequence numbers
+contiguous); a torn tail (a batch cut short by a crash) is truncated after the last whole
+batch and the file is closed with an end-of-stream marker. Numbering resumes after the last
+whole batch, and new batches go to a new segment, so no file is ever appended to after a
+restart.
+
+Everything here blocks: the pipeline calls ``append``/``sync`` on a worker thread, and
+readers (``cursor``) run on worker threads too. One lock orders writers, rolls and
+retention; readers open their own file handles, so a segment deleted under a reader stays
+readable until the reader moves on (POSIX unlink semantics).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+log = logging.getLogger("quiver.segments")
+
+SEQ_KEY = b"quiver.seq"
+SUFFIX = ".arrow"
+EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # IPC end-of-stream marker
+
+
+class SeqOutOfRange(LookupError):
+    """A requested sequence number is not retained (or not written yet)."""
+
+    def __init__(self, seq: int, first: int, next_: int) -> None:
+        super().__init__(f"sequence {seq} is outside the retained range [{first}, {next_})")
+        self.seq, self.first, self.next = seq, first, next_
+
+
+class LogError(RuntimeError):
+    """The segment directory cannot be used as it is (say why and which path)."""
+
+
+def seq_of(batch: pa.RecordBatch) -> int:
+    """The sequence number stamped on a published batch (its schema metadata)."""
+    return int(batch.schema.metadata[SEQ_KEY])
+
+
+def stamp(batch: pa.RecordBatch, seq: int) -> pa.RecordBatch:
+    """The same batch (no copy) with ``quiver.seq`` in its schema metadata."""
+    return batch.replace_schema_metadata({SEQ_KEY: str(seq).encode()})
+
+
+@dataclass
+class Segment:
+    first_seq: int
+    path: Path
+    next_seq: int  # one past its last batch
+    nbytes: int
+    modified: float  # wall-clock time of its last write (retention by age)
+    closed: bool
+    created: float = 0.0  # when it was started (rolling by age)
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """When segments roll and how long closed ones are kept (None: no limit)."""
+
+    max_bytes: int = 64 << 20
+    max_age_s: float = 3600.0
+    retain_bytes: int | None = 1 << 30
+    retain_age_s: float | None = None
+
+
+class SegmentLog:
+    """The on-disk log of one topic (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike[str], schema: pa.Schema, policy: SegmentPolicy) -> None:
+        self.directory = Path(directory)
+        self.schema = schema.remove_metadata()
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._segments: list[Segment] = []
+        self._next_seq = 0
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._sink: pa.NativeFile | None = None
+        self._fd = -1  # for fsync of the active segment
+        self._dirty = False
+        self._closed = False
+
+    # -- opening and recovery -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], schema: pa.Schema, policy: SegmentPolicy) -> SegmentLog:
+        """Open (creating the directory) and recover: truncate a torn tail, resume numbering."""
+        self = cls(directory, schema, policy)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._scan(repair=True)
+        self.enforce_retention()
+        return self
+
+    @classmethod
+    def open_readonly(cls, directory: str | os.PathLike[str]) -> SegmentLog:
+        """Read a log another process may be writing: nothing is repaired or deleted, and a
+        torn tail simply ends the readable range."""
+        path = Path(directory)
+        if not path.is_dir():
+            raise LogError(f"{path}: no such segment directory")
+        files = _segment_files(path)
+        if not files:
+            raise LogError(f"{path}: holds no segments")
+        with pa.OSFile(str(files[-1][1])) as f:
+            schema = pa.ipc.open_stream(f).schema
+        self = cls(path, schema, SegmentPolicy())
+        self._scan(repair=False)
+        self._closed = True  # no appends
+        return self
+
+    def _scan(self, repair: bool) -> None:
+        files = _segment_files(self.directory)
+        for (first, path), nxt in zip(files, files[1:], strict=False):
+            st = path.stat()
+            self._segments.append(Segment(first, path, nxt[0], st.st_size, st.st_mtime, True))
+        if not files:
+            return
+        first, path = files[-1]
+        last = self._recover(first, path, repair)
+        self._segments.append(last)
+        self._next_seq = last.next_seq
+
+    def _recover(self, first: int, path: Path, repair: bool) -> Segment:
+        """Read the newest segment back; returns it closed, its torn tail (if any) cut off."""
+        good_end, seq = 0, first
+        schema: pa.Schema | None = None
+        with pa.OSFile(str(path)) as f:
+            size = f.size()
+            try:
+                reader = pa.ipc.open_stream(f)
+                schema = reader.schema
+                good_end = f.tell()
+                while True:
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
+                    if meta is None or int(meta.get(SEQ_KEY, b"-1")) != seq:
+                        break  # not the batch that must come next: treat the rest as torn
+                    batch.validate(full=True)
+                    seq += 1
+                    good_end = f.tell()
+            except StopIteration:
+                pass
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError):
+                pass  # a torn or damaged message: everything from it on is dropped
+        if schema is not None and repair and not schema.equals(self.schema, check_metadata=False):
+            raise LogError(
+                f"{path}: its batches have a different schema than the stream's fields now declare; "
+                f"move {self.directory} away (or restore the old fields) before starting"
+            )
+        clean = size == good_end + len(EOS) and _tail(path, len(EOS)) == EOS
+        if repair and not clean:
+            if schema is None:  # not even the schema survived: rewrite an empty segment
+                good_end = 0
+            with open(path, "r+b") as f:
+                f.truncate(good_end)
+                f.seek(good_end)
+                if good_end == 0:
+                    f.write(_empty_stream(self.schema))
+                else:
+                    f.write(EOS)
+                f.flush()
+                os.fsync(f.fileno())
+            log.warning("segment_repaired path=%s kept_batches=%d dropped_bytes=%d", path, seq - first, size - good_end)
+        st = path.stat()
+        return Segment(first, path, seq, st.st_size, st.st_mtime, True)
+
+    # -- writing --------------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended batch gets."""
+        return self._next_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained sequence number (== next_seq when nothing is retained)."""
+        with self._lock:
+            for s in self._segments:
+                if s.next_seq > s.first_seq:
+                    return s.first_seq
+            return self._next_seq
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(s.nbytes for s in self._segments)
+
+    def append(self, batches: Sequence[pa.RecordBatch], sync: bool = False) -> None:
+        """Write batches numbered ``next_seq, next_seq + 1, ...`` (their stamps must agree);
+        with ``sync`` they are on disk (fsync) when this returns."""
+        with self._lock:
+            if self._closed:
+                raise LogError(f"{self.directory}: log is closed")
+            for batch in batches:
+                seq = self._next_seq
+                meta = batch.schema.metadata
+                if meta is not None and SEQ_KEY in meta and int(meta[SEQ_KEY]) != seq:
+                    raise LogError(f"{self.directory}: batch stamped {int(meta[SEQ_KEY])} appended as {seq}")
+                if self._writer is None or self._should_roll():
+                    self._roll(seq)
+                assert self._writer is not None and self._sink is not None
+                self._writer.write_batch(batch, custom_metadata={SEQ_KEY: str(seq).encode()})
+                active = self._segments[-1]
+                active.nbytes = self._sink.tell()
+                active.next_seq = self._next_seq = seq + 1
+                active.modified = time.time()
+                self._dirty = True
+            if sync:
+                self._sync_locked()
+
+    def sync(self) -> None:
+        """fsync what was appended since the last sync (nothing when nothing was)."""
+        with self._lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._dirty and self._fd >= 0:
+            os.fsync(self._fd)
+        self._dirty = False
+
+    def _should_roll(self) -> bool:
+        active = self._segments[-1]
+        age = time.time() - active.created
+        return active.nbytes >= self.policy.max_bytes or age >= self.policy.max_age_s
+
+    def _roll(self, seq: int) -> None:
+        """Close the active segment (if any) and start a new one whose first batch is ``seq``."""
+        self._close_active()
+        if self._segments and self._segments[-1].first_seq == seq:
+            self._segments.pop()  # an empty segment left by recovery: its file is reused
+        path = self.directory / f"{seq:020d}{SUFFIX}"
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        self._fd = os.open(path, os.O_RDONLY)
+        now = time.time()
+        self._segments.append(Segment(seq, path, seq, self._sink.tell(), now, False, now))
+        _sync_dir(self.directory)  # the new file's name survives a crash too
+        self._enforce_retention_locked()
+
+    def _close_active(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()  # end-of-stream marker
+        assert self._sink is not None
+        active = self._segments[-1]
+        active.nbytes = self._sink.tell()
+        self._sink.close()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        active.closed = True
+        self._writer, self._sink, self._fd, self._dirty = None, None, -1, False
+
+    def close(self) -> None:
+        """Close the active segment (end-of-stream marker, fsync). Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._close_active()
+                self._closed = True
+
+    # -- retention ------------------------------------------------------------------------
+
+    def enforce_retention(self, now: float | None = None) -> list[Path]:
+        """Delete closed segments beyond the size or age limits; returns what was deleted."""
+        with self._lock:
+            return self._enforce_retention_locked(now)
+
+    def _enforce_retention_locked(self, now: float | None = None) -> list[Path]:
+        p = self.policy
+        now = time.time() if now is None else now
+        total = sum(s.nbytes for s in self._segments)
+        deleted = []
+        # never the newest segment: it is active, or it holds where numbering resumes
+        while len(self._segments) > 1 and self._segments[0].closed:
+            oldest = self._segments[0]
+            too_big = p.retain_bytes is not None and total > p.retain_bytes
+            too_old = p.retain_age_s is not None and now - oldest.modified > p.retain_age_s
+            if not (too_big or too_old):
+                break
+            with contextlib.suppress(FileNotFoundError):
+                oldest.path.unlink()
+            total -= oldest.nbytes
+            deleted.append(oldest.path)
+            self._segments.pop(0)
+        if deleted:
+            log.info(
+                "segments_deleted dir=%s count=%d first_seq=%d", self.directory, len(deleted), self._first_locked()
+            )
+        return deleted
+
+    def _first_locked(self) -> int:
+        for s in self._segments:
+            if s.next_seq > s.first_seq:
+                return s.first_seq
+        return self._next_seq
+
+    # -- reading --------------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        with self._lock:
+            return [Segment(**vars(s)) for s in self._segments]
+
+    def cursor(self, from_seq: int) -> LogCursor:
+        """A reader positioned at ``from_seq`` (raises SeqOutOfRange if it is not retained)."""
+        first, nxt = self.first_seq, self._next_seq
+        if not first <= from_seq <= nxt:
+            raise SeqOutOfRange(from_seq, first, nxt)
+        return LogCursor(self, from_seq)
+
+    def read(self, from_seq: int | None = None, to_seq: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Every retained batch with ``from_seq <= seq <= to_seq`` (stamped), in order."""
+        start = self.first_seq if from_seq is None else max(from_seq, self.first_seq)
+        end = self._next_seq if to_seq is None else min(to_seq + 1, self._next_seq)
+        if start >= end:
+            return
+        cursor = LogCursor(self, start)
+        try:
+            while cursor.pos < end:
+                yield from cursor.read(end, 64)
+        finally:
+            cursor.close()
+
+    def _segment_for(self, seq: int) -> Segment | None:
+        with self._lock:
+            i = bisect.bisect_right([s.first_seq for s in self._segments], seq) - 1
+            if i >= 0 and self._segments[i].first_seq <= seq < self._segments[i].next_seq:
+                return self._segments[i]  # the live record: a reader sees it close
+            return None
+
+
+class LogCursor:
+    """Reads one log forward from a sequence number, one segment file at a time."""
+
+    def __init__(self, log: SegmentLog, from_seq: int) -> None:
+        self.log = log
+        self.pos = from_seq
+        self._file: pa.NativeFile | None = None
+        self._reader: pa.ipc.RecordBatchStreamReader | None = None
+        self._segment: Segment | None = None
+
+    def read(self, until_seq: int, max_batches: int) -> list[pa.RecordBatch]:
+        """Up to ``max_batches`` batches from ``pos``, all with seq < ``until_seq`` (which
+        must already be written). Raises SeqOutOfRange if retention deleted them."""
+        out: list[pa.RecordBatch] = []
+        while self.pos < until_seq and len(out) < max_batches:
+            seg = self._segment
+            if self._reader is None or (seg is not None and seg.closed and self.pos >= seg.next_seq):
+                self._open(self.pos)
+            assert self._reader is not None
+            batch, meta = self._reader.read_next_batch_with_custom_metadata()
+            seq = int(meta[SEQ_KEY])
+            if seq < self.pos:
+                continue  # skipping to the start position inside the first segment
+            if seq != self.pos:
+                raise LogError(f"{self.log.directory}: expected batch {self.pos}, found {seq}")
+            out.append(stamp(batch, seq))
+            self.pos += 1
+        return out
+
+    def _open(self, seq: int) -> None:
+        self.close()
+        segment = self.log._segment_for(seq)
+        if segment is None:
+            raise SeqOutOfRange(seq, self.log.first_seq, self.log.next_seq)
+        try:
+            self._file = pa.OSFile(str(segment.path))
+        except (FileNotFoundError, pa.ArrowIOError):
+            raise SeqOutOfRange(seq, self.log.first_seq, self.log.next_seq) from None
+        self._reader = pa.ipc.open_stream(self._file)
+        # an active segment's end moves; pos never passes what the writer has finished,
+        # and the writer marks the segment closed before it starts the next one
+        self._segment = segment
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file, self._reader = None, None
+
+
+def _segment_files(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.iterdir():
+        if p.suffix == SUFFIX and p.stem.isdigit() and p.is_file():
+            out.append((int(p.stem), p))
+    out.sort()
+    return out
+
+
+def _tail(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - n))
+        return f.read(n)
+
+
+def _empty_stream(schema: pa.Schema) -> bytes:
+    sink = pa.BufferOutputStream()
+    pa.ipc.new_stream(sink, schema).close()
+    return sink.getvalue().to_pybytes()
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
