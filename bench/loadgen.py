@@ -89,16 +89,18 @@ class Server:
     ready_seconds: float = 0.0
 
     @classmethod
-    def spawn(cls, config: Path, env: dict | None = None) -> Server:
+    def spawn(cls, config: Path, env: dict | None = None, module: str = "engine.cli serve") -> Server:
+        """Start ``python -m <module> -c config`` (Quiver, or a peer from bench/peers) and
+        wait for its ready line."""
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "-c", str(config)],
+            [sys.executable, "-m", *module.split(), "-c", str(config)],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
         )
         line = proc.stdout.readline()
-        if not line.startswith("quiver ready"):
+        if " ready in " not in line:
             proc.kill()
             raise RuntimeError(f"server did not start: {line!r}")
         server = cls.parse(line)
@@ -110,8 +112,8 @@ class Server:
     def parse(cls, ready_line: str) -> Server:
         tcp = int(re.search(r"tcp://[^:]+:(\d+)", ready_line).group(1))
         http = re.search(r"(http://\S+)", ready_line).group(1)
-        grpc = re.search(r"(grpc://\S+)", ready_line).group(1)
-        return cls(tcp, http, grpc)
+        grpc = re.search(r"(grpc://\S+)", ready_line)  # peers (bench/peers) have no Flight
+        return cls(tcp, http, grpc.group(1) if grpc else "")
 
     def cpu_seconds(self) -> float:
         if self.proc is None:
@@ -142,6 +144,7 @@ class Consumer:
     first_ns: int = 0
     last_ns: int = 0
     latencies: list = field(default_factory=list)
+    arrivals: list = field(default_factory=list)  # receipt time (ns) of each batch
     error: str | None = None
 
     def __post_init__(self) -> None:
@@ -151,6 +154,8 @@ class Consumer:
     def run(self, server: Server) -> None:
         try:
             for batch in self._batches(server):
+                if not batch.num_rows:
+                    continue  # the empty first batch that carries the schema
                 now = time.time_ns()
                 seq = batch.column("seq").to_numpy() - SEQ_BASE
                 producer, position = np.divmod(seq, PER_PRODUCER)
@@ -159,6 +164,7 @@ class Consumer:
                 self.duplicates += int(seen[flat].sum()) + len(flat) - len(np.unique(flat))
                 seen[flat] = True
                 self.latencies.append(now - batch.column("sent_ns").to_numpy())
+                self.arrivals.append(now)
                 self.received += batch.num_rows
                 self.first_ns = self.first_ns or now
                 self.last_ns = now
@@ -196,6 +202,7 @@ def _consume_in_child(
     lat = np.concatenate(sink.latencies) / 1e6 if sink.latencies else np.array([np.nan])
     results.put(
         {
+            "timeline": _timeline(sink),
             "received": sink.received,
             "unique": int(sink.seen.sum()),
             "duplicates": sink.duplicates,
@@ -210,13 +217,65 @@ def _consume_in_child(
     os._exit(0)  # the reader thread may sit in a native read: do not finalize under it
 
 
+def _timeline(sink: Consumer, bucket_s: float = 0.1) -> list[tuple[float, float, float]]:
+    """(seconds since the first batch, p50 ms, max ms) per ``bucket_s`` of receipt time:
+    what the latency-over-time plots draw (spikes stay visible as bucket maxima)."""
+    if not sink.arrivals:
+        return []
+    t0 = sink.arrivals[0]
+    buckets: dict[int, list[np.ndarray]] = {}
+    for at, lat in zip(sink.arrivals, sink.latencies, strict=True):
+        buckets.setdefault(int((at - t0) / 1e9 / bucket_s), []).append(lat)
+    out = []
+    for b in sorted(buckets):
+        lat = np.concatenate(buckets[b]) / 1e6
+        out.append((round(b * bucket_s, 3), round(float(np.median(lat)), 3), round(float(lat.max()), 3)))
+    return out
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident memory every ``interval`` seconds (Linux /proc)."""
+
+    def __init__(self, pid: int | None, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, float]] = []  # (seconds, MB)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        while self.pid is not None and not self._stop.is_set():
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            self.samples.append((round(time.perf_counter() - t0, 3), round(kb / 1024, 1)))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        self.join(5)
+        return self.samples
+
+
 class Producer(threading.Thread):
     """One connection sending chunks of stamped messages at its share of the rate."""
 
-    def __init__(self, index: int, server: Server, templates: Templates, rate: float, messages: int, transport: str):
+    def __init__(
+        self,
+        index: int,
+        server: Server,
+        templates: Templates,
+        rate: float,
+        messages: int,
+        transport: str,
+        seconds: float | None = None,
+    ):
         super().__init__(daemon=True)
         self.index, self.server, self.templates = index, server, templates
         self.rate, self.messages, self.transport = rate, messages, transport
+        self.seconds = seconds  # stop sending after this long, even short of ``messages``
         self.sent = 0
         self.bytes = 0
         self.behind_s = 0.0  # how far behind schedule it fell at worst
@@ -230,7 +289,8 @@ class Producer(threading.Thread):
             start = time.perf_counter()
             wall0 = time.time_ns()
             c = self.index % t.chunks
-            while self.sent < self.messages:
+            deadline = start + self.seconds if self.seconds else float("inf")
+            while self.sent < self.messages and time.perf_counter() < deadline:
                 if interval:
                     due = start + (self.sent // t.chunk) * interval
                     lag = time.perf_counter() - due
@@ -295,6 +355,9 @@ class LoadResult:
     loadgen_cpu_pct: float
     max_behind_ms: float
     errors: list
+    peak_rss_mb: float = 0.0
+    timeline: list = field(default_factory=list, repr=False)  # (s, p50 ms, max ms) per 0.1 s
+    rss: list = field(default_factory=list, repr=False)  # (s, MB) every 0.25 s
 
 
 def run_load(
@@ -327,7 +390,11 @@ def run_load(
         child.start()
         if not subscribed.wait(60):
             raise RuntimeError("the consumer did not subscribe")
-        producers = [Producer(i, server, templates, per, per_messages, transport) for i in range(connections)]
+        # as fast as possible: a time limit too, so a slow server is measured, not waited for
+        limit = None if rate else seconds
+        producers = [Producer(i, server, templates, per, per_messages, transport, limit) for i in range(connections)]
+        sampler = RssSampler(server.proc.pid if server.proc else None)
+        sampler.start()
         cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
         for p in producers:
             p.start()
@@ -338,6 +405,7 @@ def run_load(
         sink = results.get(timeout=120)
         elapsed = time.perf_counter() - t0
         cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0 + sink["cpu_s"]
+        rss = sampler.stop()
         stats = server.stats()
     finally:
         if own:
@@ -370,6 +438,9 @@ def run_load(
         loadgen_cpu_pct=round(100 * own_cpu / elapsed, 1),
         max_behind_ms=round(1000 * max(p.behind_s for p in producers), 1),
         errors=errors,
+        peak_rss_mb=max((mb for _, mb in rss), default=0.0),
+        timeline=sink["timeline"],
+        rss=rss,
     )
 
 
@@ -386,10 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     server = Server.parse(args.connect) if args.connect else None
     result = run_load(args.rate, args.seconds, args.connections, args.transport, args.consumer, args.chunk, server)
+    summary = {k: v for k, v in asdict(result).items() if k not in ("timeline", "rss")}
     if args.json:
-        print(json.dumps(asdict(result)))
+        print(json.dumps(summary))
     else:
-        for k, v in asdict(result).items():
+        for k, v in summary.items():
             print(f"{k:>16}: {v}")
     return 0 if result.lost == 0 and result.duplicates == 0 and not result.errors else 1
 

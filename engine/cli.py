@@ -62,6 +62,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         lim = stream.limits
         print(f"  limits: max_message_bytes {int(lim.max_message_bytes)}, max_depth {lim.max_depth}")
+        if cfg.data_dir is not None:
+            d = stream.durability if isinstance(stream.durability, str) else f"every {stream.durability.interval_ms} ms"
+            print(f"  segments: {cfg.data_dir}/{name}, fsync: {d}")
     for listener in cfg.listen:
         target = f" -> {listener.stream} ({listener.framing})" if listener.kind == "tcp" else ""
         print(f"listen {listener.kind} {listener.host}:{listener.port}{target}")

@@ -103,6 +103,7 @@ class Pipeline:
         self._durable = batches.log is not None and rejects.log is not None
         self._unsynced: list[Callable[[], None]] = []  # settlements waiting for an fsync
         self._sync_lock = anyio.Lock()
+        self._disk = anyio.CapacityLimiter(1)  # segment writes and fsyncs, never behind other work
 
     async def run(self, flushed: anyio.abc.ObjectReceiveStream[Arena]) -> None:
         """Process arenas until the batcher closes the queue, then close the topics."""
@@ -132,7 +133,7 @@ class Pipeline:
         async with self._sync_lock:  # the timer and the final sync never split a round
             with anyio.CancelScope(shield=True):  # taken receipts are always settled
                 waiting, self._unsynced = self._unsynced, []
-                await anyio.to_thread.run_sync(self._sync_logs)
+                await anyio.to_thread.run_sync(self._sync_logs, limiter=self._disk)
                 for settle in waiting:
                     settle()
 
@@ -167,7 +168,7 @@ class Pipeline:
         rejected = self.rejects.stamp([r.rejects for r in out.results if r.rejects.num_rows])
         out.results = []  # the batches live on in the outputs only
         if self._durable:
-            await anyio.to_thread.run_sync(self._append, accepted, rejected)
+            await anyio.to_thread.run_sync(self._append, accepted, rejected, limiter=self._disk)
         for batch in accepted:
             await self.batches.publish(batch)
         for batch in rejected:

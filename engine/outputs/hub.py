@@ -36,6 +36,9 @@ class ConsumerDropped(RuntimeError):
 
 #: Batches a replaying consumer reads from disk per worker-thread call.
 READ_AHEAD = 16
+#: Replaying consumers of one topic reading at once (the rest wait their turn), so that
+#: replays cannot take every worker thread from the pipelines.
+REPLAY_READERS = 4
 
 Start = Literal["earliest", "latest"] | int
 
@@ -72,7 +75,9 @@ class Subscription:
             if not self._ahead and self._pos < self.topic.next_seq:
                 cursor, until = self._cursor, self.topic.next_seq
                 try:
-                    got = await anyio.to_thread.run_sync(cursor.read, until, READ_AHEAD)
+                    got = await anyio.to_thread.run_sync(
+                        cursor.read, until, READ_AHEAD, limiter=self.topic.replay_limiter
+                    )
                 except SeqOutOfRange as exc:
                     self.dropped = f"{self.topic.name}: replay fell behind retention: {exc}"
                     self._end_replay()
@@ -130,13 +135,21 @@ class Topic:
         self._subscribers: set[Subscription] = set()
         self._closed = False
         self.next_seq = log.next_seq if log is not None else 0  # seq of the next batch to publish
+        self._replay_limiter: anyio.CapacityLimiter | None = None
         self.published = 0
         self.dropped = 0
 
     @property
+    def replay_limiter(self) -> anyio.CapacityLimiter:
+        if self._replay_limiter is None:  # made on the loop, at first use
+            self._replay_limiter = anyio.CapacityLimiter(REPLAY_READERS)
+        return self._replay_limiter
+
+    @property
     def first_seq(self) -> int:
         """The oldest seq a consumer can start at (== next_seq for a live-only topic)."""
-        return self.log.first_seq if self.log is not None else self.next_seq
+        # min: the log may already hold a batch that is not published yet
+        return min(self.log.first_seq, self.next_seq) if self.log is not None else self.next_seq
 
     def resolve(self, start: Start) -> int:
         """The seq ``start`` names; raises SeqOutOfRange if it is neither retained nor next."""
