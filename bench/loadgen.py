@@ -240,21 +240,21 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.samples: list[tuple[float, float]] = []  # (seconds, MB)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.perf_counter()
-        while self.pid is not None and not self._stop.is_set():
+        while self.pid is not None and not self._halt.is_set():
             try:
                 status = Path(f"/proc/{self.pid}/status").read_text()
             except OSError:
                 return
             kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
             self.samples.append((round(time.perf_counter() - t0, 3), round(kb / 1024, 1)))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> list[tuple[float, float]]:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         return self.samples
 
