@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,36 @@ def test_load_generator_stamps_are_fixed_width_json():
     docs = [json.loads(line) for line in lines]
     assert [d["seq"] - SEQ_BASE for d in docs] == [2 * PER_PRODUCER + 40 + k for k in range(10)]
     assert {d["sent_ns"] for d in docs} == {1_732_579_200_123_456_789}
+
+
+def test_load_generator_records_latency_and_memory_over_time():
+    from bench.loadgen import run_load
+
+    result = run_load(rate=20_000, seconds=1.0)
+    assert result.lost == 0 and result.timeline and result.rss
+    times = [t for t, _, _ in result.timeline]
+    assert times == sorted(times) and all(p50 <= mx for _, p50, mx in result.timeline)
+    assert result.peak_rss_mb == max(mb for _, mb in result.rss) > 0
+
+
+def test_the_suite_runs_quick_and_writes_its_report(tmp_path):
+    """`python -m bench all --quick`: every service at every quick rate, allocations,
+    scaling, plots; the report says what was measured (no times are asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--quick", "--seconds", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    for service in ("quiver", "asyncio+orjson", "asyncio+pyarrow.json"):
+        assert f"| {service} |" in report
+    for heading in ("### Targets", "## Python allocations on the hot path", "## Kernel scaling", "threading layer"):
+        assert heading in report
+    for plot in ("latency_over_time.png", "cpu_vs_rate.png", "rss.png", "threads.png"):
+        assert (tmp_path / "results" / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"(results/{plot})" in report
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
+    assert len(runs) == 9 and all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs)
