@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from engine import Engine, load_config
-from tests.live import SERVICE_YAML, column, drain, message, send_tcp
+from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +92,44 @@ async def test_connections_beyond_the_limit_are_refused():
         assert eng.tcp[0].refused == 1
         for s in held:
             s.close()
+
+
+async def test_a_producer_ahead_of_the_stream_from_its_first_byte_is_pushed_back():
+    """The first bytes arrive before the connection's handler first reads (the loop is busy
+    while they are sent); the stream is stalled by a consumer that does not read. The
+    producer must still be held back by TCP, not buffered in the server's memory."""
+    cfg = load_config(
+        SERVICE_YAML.replace(
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
+        )
+    )
+    line = message(1, "x" * 15) + b"\n"
+    total = 1_000_000
+    data = line * total  # ~40 MB
+    first = 64 * len(line) * 40
+    async with Engine(cfg) as eng:
+        sub = eng.subscribe("events")
+        sock = socket.create_connection(("127.0.0.1", eng.tcp[0].port))
+        sock.sendall(data[:first])  # blocking, on the loop's thread: nothing is read meanwhile
+        sent = [first]
+
+        def rest() -> None:
+            for lo in range(first, len(data), 1 << 16):
+                sock.sendall(data[lo : lo + (1 << 16)])
+                sent[0] += len(data[lo : lo + (1 << 16)])
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=rest)
+        sender.start()
+        await wait_until(lambda: eng.streams["events"].batcher.saturated)
+        await anyio.sleep(1.0)
+        # socket buffers (a few MB each way), 2 arenas and a batch or two: far from 40 MB
+        assert sent[0] < 16 << 20 and sender.is_alive()
+        rows = 0
+        with anyio.fail_after(120):
+            while rows < total:
+                rows += (await sub.next_batch()).num_rows
+        await anyio.to_thread.run_sync(sender.join)
+        sock.close()
+    assert rows == total

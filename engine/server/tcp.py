@@ -92,6 +92,7 @@ class TcpListener:
         return now + self._limits.idle_timeout_s
 
     async def _handle(self, stream: SocketStream) -> None:
+        _read_only_on_receive(stream)
         async with stream:
             address = stream.extra(SocketAttribute.remote_address, None)  # None after an early reset
             peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
@@ -132,3 +133,17 @@ class TcpListener:
                 if framer.discard():  # anything left is a message cut off mid-way
                     self._stats.discarded_partials += 1
             log.info("connection_closed listener=%s peer=%s reason=%s", self.url, peer, reason)
+
+
+def _read_only_on_receive(stream: SocketStream) -> None:
+    """Make an accepted connection read only while its handler waits in ``receive``.
+
+    anyio (4.x, asyncio backend) leaves accepted sockets reading, and its ``receive`` pauses
+    the transport only after a wait on an empty queue. A producer that is faster than the
+    stream from its first bytes on therefore never gets paused: every read is queued in
+    memory, TCP never pushes back, and at full speed the server grew to 5.7 GB and 33 s of
+    latency. Paused here, the transport reads one wait's worth at a time.
+    """
+    transport = getattr(stream, "_transport", None)  # anyio's asyncio SocketStream
+    if transport is not None and hasattr(transport, "pause_reading") and transport.is_reading():
+        transport.pause_reading()
