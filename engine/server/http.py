@@ -64,7 +64,7 @@ async def _respond(send: Send, status: int, body: dict, headers: tuple = ()) -> 
     await send({"type": "http.response.body", "body": data})
 
 
-class _Chunks:
+class IpcChunks:
     """A write-only file for the IPC writer: collects what it writes until taken."""
 
     closed = False
@@ -238,7 +238,7 @@ class HttpApi:
             body = {"error": str(exc), "first_seq": exc.first, "next_seq": exc.next}
             return await _respond(send, 416, body)
         try:
-            sink = _Chunks()
+            sink = IpcChunks()
             writer = pa.ipc.new_stream(sink, topic.schema)
             # an empty first batch makes the writer emit the schema (and dictionaries) now,
             # so readers open at once instead of waiting for the first real batch
