@@ -261,3 +261,32 @@ async def test_export_writes_retained_batches(tmp_path, capsys):
     assert main(["export", "-c", str(cfg_path), "--stream", "events.rejects", "-o", str(rej)]) == 0
     assert pq.read_table(rej).num_rows == len([s for s in range(400) if s % 13 == 0])
     assert nxt > 4
+
+
+async def test_an_http_consumer_reconnecting_at_last_plus_one_sees_every_batch_once(tmp_path):
+    """Over the real HTTP Arrow stream: read a little, hang up, reconnect with
+    ``from=<last seq + 1>`` while producers keep going; every batch exactly once."""
+    async with Engine(durable_config(tmp_path)) as eng:
+        base = f"{eng.http[0].url}/v1/streams/events/arrow"
+
+        def read(start: str, count: int) -> list[tuple[int, list]]:
+            with urllib.request.urlopen(f"{base}?from={start}", timeout=10) as r:
+                reader = pa.ipc.open_stream(r)
+                got = []
+                while len(got) < count:
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
+                    if batch.num_rows:
+                        got.append((int(meta[b"quiver.seq"]), batch.column("seq").to_pylist()))
+                return got  # leaving the block hangs up mid-stream
+
+        seen: list[tuple[int, list]] = []
+        start = "earliest"
+        for k in range(8):
+            await eng.ingest("events", submission(k * 30, 30))
+            await eng.ingest("events", submission(1000 + k * 30, 30))
+            seen += await anyio.to_thread.run_sync(read, start, 2 if k < 7 else 16 - len(seen))
+            start = str(seen[-1][0] + 1)
+        total = eng.topics()["events"].next_seq
+    assert [s for s, _ in seen] == list(range(total)) == list(range(16))
+    ids = [i for _, rows in seen for i in rows]
+    assert sorted(ids) == sorted([*range(240), *range(1000, 1240)])
