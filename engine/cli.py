@@ -146,18 +146,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         expected = sorted([*cfg.streams, *(f"{s}.rejects" for s in cfg.streams)])
         raise ConfigError(f"--stream: expected one of {expected}; got {name!r}")
     seglog = SegmentLog.open_readonly(Path(cfg.data_dir) / name)
-    writer = open_batch_writer(args.output, seglog.schema)
-    ipc = Path(args.output).suffix.lower() != ".parquet"  # IPC keeps each batch's seq
+    writer = open_batch_writer(args.output, seglog.schema)  # IPC outputs keep each batch's seq
     batches = rows = 0
     first = last = None
     try:
         for batch in seglog.read(args.from_seq, args.to_seq):
             seq = batch.schema.metadata[SEQ_KEY]
-            plain = batch.replace_schema_metadata(None)
-            if ipc:
-                writer.write_batch(plain, custom_metadata={SEQ_KEY: seq})
-            else:
-                writer.write_batch(plain)
+            writer.write_batch(batch.replace_schema_metadata(None), custom_metadata={SEQ_KEY: seq})
             first = int(seq) if first is None else first
             last = int(seq)
             batches += 1

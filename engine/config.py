@@ -314,7 +314,13 @@ def _is_key(p: Any) -> bool:
     if isinstance(p, int):
         return True
     s = str(p)
-    return not (s.endswith("]") and "[" in s) and s not in ("int", "float", "str", "literal", "IntervalDurability")
+    return not (s.endswith("]") and "[" in s) and s not in (
+        "int",
+        "float",
+        "str",
+        "literal",
+        IntervalDurability.__name__,
+    )
 
 
 def load_config(source: str | os.PathLike[str]) -> Config:

@@ -29,7 +29,7 @@ from kernels.framing import frame_lines
 
 
 class BatchWriter(Protocol):
-    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+    def write_batch(self, batch: pa.RecordBatch, custom_metadata: dict | None = None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -44,7 +44,8 @@ class _ParquetBatchWriter:
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
+    def write_batch(self, batch: pa.RecordBatch, custom_metadata: dict | None = None) -> None:
+        """Parquet keeps no per-batch metadata: ``custom_metadata`` is accepted and dropped."""
         if batch.num_rows:
             self._pending.append(batch)
             self._rows += batch.num_rows

@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 
 from engine.arena import ArenaPool
+from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.batcher import Batcher, Receipt
 from engine.config import Limits, StreamConfig
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
@@ -21,6 +22,7 @@ from engine.outputs.hub import Topic
 from engine.outputs.segments import SegmentLog, SegmentPolicy
 from engine.parser import Parser
 from engine.pipeline import Pipeline
+from engine.schema import compile_schema
 
 
 def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[SegmentLog, SegmentLog]:
@@ -28,7 +30,6 @@ def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[S
 
     Blocking: recovery reads the newest segment of each back. Run it on a worker thread.
     """
-    parser = Parser(config)
     policy = SegmentPolicy(
         max_bytes=int(config.segments.max_bytes),
         max_age_s=config.segments.max_age_s,
@@ -36,9 +37,9 @@ def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[S
         retain_age_s=config.retention.max_age_s,
     )
     root = Path(data_dir)
-    batches = SegmentLog.open(root / config.name, parser.schema, policy)
+    batches = SegmentLog.open(root / config.name, compile_schema(config).arrow_schema, policy)
     try:
-        rejects = SegmentLog.open(root / f"{config.name}.rejects", parser.rejects_schema, policy)
+        rejects = SegmentLog.open(root / f"{config.name}.rejects", DEAD_LETTER_SCHEMA, policy)
     except BaseException:
         batches.close()
         raise

@@ -195,10 +195,7 @@ class SegmentLog:
     def first_seq(self) -> int:
         """The oldest retained sequence number (== next_seq when nothing is retained)."""
         with self._lock:
-            for s in self._segments:
-                if s.next_seq > s.first_seq:
-                    return s.first_seq
-            return self._next_seq
+            return self._first_locked()
 
     @property
     def nbytes(self) -> int:
