@@ -20,6 +20,15 @@ import numpy as np
 LINES = 0  # newline-delimited JSON, every line complete (ends with LF)
 FRAMES = 1  # u32 big-endian length-prefixed frames, every frame complete
 
+#: Largest piece a framer appends at once; arenas leave room for this plus a whole message.
+CHUNK_BYTES = 256 << 10
+
+
+def arena_capacity(max_bytes: int, max_message_bytes: int) -> int:
+    """Bytes per arena: room for a full batch, and for the largest single append a framer
+    makes (a carried message of ``max_message_bytes`` plus one read)."""
+    return max(max_bytes, max_message_bytes + CHUNK_BYTES + 64)
+
 
 @dataclass
 class Region:

@@ -92,6 +92,7 @@ class Batcher:
         self._acquiring = anyio.Lock()
         self._armed = anyio.Event()
         self._closed = False
+        self.backpressure_s = 0.0  # time producers waited for a free arena
 
     @classmethod
     def create(cls, pool: ArenaPool, spec: BatchSpec) -> tuple[Batcher, MemoryObjectReceiveStream[Arena]]:
@@ -119,7 +120,11 @@ class Batcher:
                 self.flush()
             async with self._acquiring:
                 if self._current is None and not self._closed:
+                    waited = self._pool.available == 0
+                    began = anyio.current_time() if waited else 0.0
                     arena = await self._pool.acquire()
+                    if waited:  # producers were held back for this long
+                        self.backpressure_s += anyio.current_time() - began
                     if self._closed:  # closed while we waited: nothing may enter it now
                         self._pool.release(arena)
                         raise StreamClosed("stream is shutting down")

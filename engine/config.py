@@ -151,13 +151,17 @@ class BatchSpec(_Model):
 
 
 class Limits(_Model):
-    """Safety limits. A message over max_message_bytes is rejected as too_large."""
+    """Safety limits, each safe by default. A message over max_message_bytes is rejected
+    as too_large; the others close (or refuse) the one connection that hits them."""
 
     max_message_bytes: ByteSize = Field(default=ByteSize(1 << 20), ge=16)
     max_depth: int = Field(default=64, ge=1, le=10000)
-    max_connections: int = Field(default=10000, ge=1)
-    idle_timeout_s: float = Field(default=300.0, gt=0)
+    max_connections: int = Field(default=10000, ge=1)  # per listener; beyond it: refused
+    idle_timeout_s: float = Field(default=300.0, gt=0)  # a connection silent this long is closed
+    message_timeout_s: float = Field(default=30.0, gt=0)  # a started message (or request) must end within
+    max_header_bytes: ByteSize = Field(default=ByteSize(16 << 10), ge=1024)  # HTTP request line + headers
     max_body_bytes: ByteSize = Field(default=ByteSize(64 << 20), ge=1024)  # HTTP body, after gzip inflation
+    max_stream_memory: ByteSize = Field(default=ByteSize(1 << 30), ge=1 << 20)  # arenas + queued output
 
 
 class IntervalDurability(_Model):
@@ -181,6 +185,21 @@ class RetentionSpec(_Model):
     max_age_s: float | None = Field(default=None, gt=0)
 
 
+def _value_bytes(type_: str) -> int:
+    """Fixed bytes per value of a column: the value, or a variable-width value's offset."""
+    if type_ in ("int8", "uint8", "bool"):
+        return 1
+    if type_ in ("int16", "uint16"):
+        return 2
+    if type_ in ("int64", "uint64", "float64") or type_.startswith("timestamp"):
+        return 8
+    return 4  # 32-bit numbers, date32, enum indices, string/binary/json offsets
+
+
+# index, offset, position (8 each), error/field/raw offsets (4 each), error and field text
+_DEAD_LETTER_ROW_BYTES = 3 * 8 + 3 * 4 + 48
+
+
 class StreamConfig(_Model):
     """One named stream: its format, fields and batching."""
 
@@ -198,12 +217,33 @@ class StreamConfig(_Model):
     segments: SegmentSpec = SegmentSpec()
     retention: RetentionSpec = RetentionSpec()
 
+    def memory_bound(self) -> int:
+        """The most bytes this stream's own buffers can hold: its arenas, plus, for its
+        batches and its dead letters, ``consumer_queue`` queued batches and one being made.
+        A batch holds at most max_messages rows of fixed-width values and at most an
+        arena's worth of variable-width data (strings are never longer than their input)."""
+        from engine.arena import arena_capacity  # numpy-only; keeps config import light
+
+        assert self.limits is not None
+        capacity = arena_capacity(int(self.batch.max_bytes), int(self.limits.max_message_bytes))
+        row = sum(_value_bytes(f.type) + 1 for f in self.fields.values())  # + validity, rounded up
+        batch = self.batch.max_messages * row + capacity
+        rejects = self.batch.max_messages * _DEAD_LETTER_ROW_BYTES + capacity
+        return self.arenas * capacity + (self.consumer_queue + 1) * (batch + rejects)
+
     @field_validator("durability", mode="before")
     @classmethod
     def _durability_form(cls, v: Any) -> Any:
         if isinstance(v, dict) or v in ("none", "batch"):
             return v
         raise ValueError(f"expected none, batch or {{interval_ms: N}}; got {v!r}")
+
+
+class TlsSpec(_Model):
+    """Serve a listener over TLS with this certificate chain and private key (PEM files)."""
+
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
 
 
 class ListenSpec(_Model):
@@ -214,6 +254,14 @@ class ListenSpec(_Model):
     port: int = Field(ge=0, le=65535)
     stream: str | None = None
     framing: Literal["newline", "length_prefixed"] = "newline"
+    tls: TlsSpec | None = None
+
+
+class AuthSpec(_Model):
+    """HTTP and Flight clients must present ``Authorization: Bearer <token>``, the token
+    being read from the environment variable ``token_env`` when the service starts."""
+
+    token_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class KernelSpec(_Model):
@@ -237,6 +285,7 @@ class Config(_Model):
     limits: Limits = Limits()
     kernels: KernelSpec = KernelSpec()
     data_dir: str | None = Field(default=None, min_length=1)  # durable segments; None: live only
+    auth: AuthSpec | None = None  # None: HTTP and Flight are open to whoever can connect
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="before")
@@ -262,6 +311,14 @@ class Config(_Model):
                 raise ValueError(
                     f"streams.{name}: limits.max_message_bytes ({int(s.limits.max_message_bytes)}) "
                     f"must not exceed batch.max_bytes ({int(s.batch.max_bytes)})"
+                )
+        for name, s in self.streams.items():
+            need = s.memory_bound()
+            if need > s.limits.max_stream_memory:
+                raise ValueError(
+                    f"streams.{name}.limits.max_stream_memory: the stream's buffers may take {need} bytes "
+                    f"(arenas, and consumer_queue + 1 output batches of each topic), over the ceiling of "
+                    f"{int(s.limits.max_stream_memory)}; lower arenas, batch or consumer_queue, or raise the ceiling"
                 )
         for k, listener in enumerate(self.listen):
             if listener.kind == "tcp" and listener.stream not in self.streams:

@@ -19,11 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.arena import FRAMES, LINES
+from engine.arena import CHUNK_BYTES, FRAMES, LINES
 from kernels.framing import scan_length_prefixed
 
-#: Largest piece a framer appends at once; arenas leave room for this plus a whole message.
-CHUNK_BYTES = 256 << 10
+__all__ = ["CHUNK_BYTES", "FrameFramer", "LineFramer", "warm_framing"]
 
 
 def _readonly(data: bytes | memoryview) -> np.ndarray:
@@ -52,10 +51,16 @@ class LineFramer:
         self._owner = owner
         self._carry = bytearray()
         self._skipping = False  # inside an oversize line: drop bytes up to its LF
+        self.handed = 0  # messages handed to the sink so far
 
     @property
     def pending_bytes(self) -> int:
         return len(self._carry)
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a message has begun and not ended (what a read deadline bounds)."""
+        return bool(self._carry) or self._skipping
 
     async def feed(self, data: bytes | bytearray | memoryview) -> None:
         if len(data) > CHUNK_BYTES:
@@ -79,6 +84,7 @@ class LineFramer:
             head = memoryview(chunk)[: nl + 1]
             lines = int(np.count_nonzero(np.frombuffer(head, np.uint8) == 10))  # SIMD: ~12 GB/s
             await self._sink.add((self._carry, head), LINES, lines, self._owner)
+            self.handed += lines
             self._carry.clear()
             self._carry += memoryview(chunk)[nl + 1 :]
         if len(self._carry) >= self._max + 2:
@@ -89,6 +95,7 @@ class LineFramer:
             self._carry = bytearray()
             self._skipping = True
             await self._sink.add(((self._max + 1).to_bytes(4, "big"), prefix), FRAMES, 1, self._owner)
+            self.handed += 1
 
     async def finish(self) -> None:
         """The producer is done: its unterminated last line, if any, is a message."""
@@ -113,10 +120,16 @@ class FrameFramer:
         self._owner = owner
         self._carry = bytearray()  # the frame being completed, header first
         self._skip = 0  # body bytes of an oversize frame still to drop
+        self.handed = 0  # messages handed to the sink so far
 
     @property
     def pending_bytes(self) -> int:
         return len(self._carry)
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a frame has begun and not ended (what a read deadline bounds)."""
+        return bool(self._carry) or self._skip > 0
 
     async def feed(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -139,6 +152,7 @@ class FrameFramer:
                 stop, count = scan_length_prefixed(buf, pos, n, self._max)
                 if count:
                     await self._sink.add((view[pos:stop],), FRAMES, count, self._owner)
+                    self.handed += count
                 pos = stop
                 if pos < n:
                     pos = await self._complete(view, pos)
@@ -163,6 +177,7 @@ class FrameFramer:
             self._carry = bytearray()
             self._skip = length - keep
             await self._sink.add((bytes(carry),), FRAMES, 1, self._owner)
+            self.handed += 1
         return pos
 
     async def finish(self) -> None:

@@ -21,6 +21,7 @@ would even abort the process. See README "Threads".
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +33,19 @@ import numpy as np
 import pyarrow as pa
 
 from engine.arena import FRAMES, Arena, ArenaPool
+from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.outputs.hub import Topic
+from engine.outputs.segments import seq_of
 from engine.parser import Parser, ParseResult, Tally, as_uint8
+from kernels.errors import ERROR_NAMES, INTERNAL_ERROR
 from kernels.framing import frame_length_prefixed, frame_lines
 
 log = logging.getLogger("quiver.pipeline")
 
 #: Input bytes per kernel thread: below 2 * PARALLEL_BYTES a batch is parsed on one thread.
 PARALLEL_BYTES = 1 << 20
+#: Longest wait between retries of a segment write the disk refused.
+STORAGE_RETRY_MAX_S = 2.0
 
 
 @dataclass
@@ -61,6 +67,29 @@ class StreamStats(Tally):
             "discarded_partials": self.discarded_partials,
             "errors": dict(self.errors),
         }
+
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram of seconds, the shape Prometheus exposes; one
+    ``observe`` per arena, read at scrape time."""
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.sum += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """(upper bound, cumulative count) pairs, ending with +Inf."""
+        out, total = [], 0
+        for bound, n in zip((*map(str, self.BOUNDS), "+Inf"), self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
 
 
 @dataclass
@@ -98,6 +127,10 @@ class Pipeline:
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
         self.widest = 1  # most kernel threads any batch has used
+        self.internal_errors = 0  # arenas whose processing failed (their messages: dead letters)
+        self.storage_errors = 0  # failed segment writes and fsyncs (each retried)
+        self.latency = LatencyHistogram()  # flush -> published (parse, store, fan out), per arena
+        self._abandoned = False
         # "none" | "batch" | seconds between fsyncs; only used when the topics have logs
         self.durability = durability
         self._durable = batches.log is not None and rejects.log is not None
@@ -133,7 +166,7 @@ class Pipeline:
         async with self._sync_lock:  # the timer and the final sync never split a round
             with anyio.CancelScope(shield=True):  # taken receipts are always settled
                 waiting, self._unsynced = self._unsynced, []
-                await anyio.to_thread.run_sync(self._sync_logs, limiter=self._disk)
+                await self._on_disk(self._sync_logs)
                 for settle in waiting:
                     settle()
 
@@ -143,12 +176,44 @@ class Pipeline:
             topic.log.sync()
 
     def _append(self, accepted: list[pa.RecordBatch], rejected: list[pa.RecordBatch]) -> None:
-        """Worker thread: append to the logs; under ``batch`` durability, fsync them."""
+        """Worker thread: append to the logs; under ``batch`` durability, fsync them. On a
+        retry, the batches a failed attempt did store are skipped."""
         sync = self.durability == "batch"
         for topic, batches in ((self.batches, accepted), (self.rejects, rejected)):
-            if batches:
-                assert topic.log is not None
-                topic.log.append(batches, sync=sync)
+            assert topic.log is not None
+            todo = [b for b in batches if seq_of(b) >= topic.log.next_seq]
+            if todo:
+                topic.log.append(todo, sync=sync)
+            elif sync and batches:
+                topic.log.sync()
+
+    async def _on_disk(self, work: Callable[..., None], *args: object) -> None:
+        """Run a segment write or fsync on the disk thread, retrying while the disk refuses
+        (full, failing). Meanwhile this stream stalls: its arenas fill, TCP producers are
+        held back and POSTs get 503, but nothing is lost and nothing unstored is published.
+        Only ``abandon_storage`` (a shutdown that ran out of time) ends the retries."""
+        delay, failures = 0.05, 0
+        while True:
+            try:
+                await anyio.to_thread.run_sync(work, *args, limiter=self._disk)
+            except OSError as exc:
+                failures += 1
+                self.storage_errors += 1
+                if self._abandoned:
+                    log.error("storage_abandoned stream=%s error=%r", self.parser.stream.name, exc)
+                    return
+                if failures == 1:
+                    log.error("storage_failed stream=%s error=%r action=retrying", self.parser.stream.name, exc)
+                await anyio.sleep(delay)
+                delay = min(2 * delay, STORAGE_RETRY_MAX_S)
+                continue
+            if failures:
+                log.warning("storage_recovered stream=%s failed_attempts=%d", self.parser.stream.name, failures)
+            return
+
+    def abandon_storage(self) -> None:
+        """Stop retrying failed segment writes (shutdown): what is left is published unstored."""
+        self._abandoned = True
 
     async def _process(self, arena: Arena) -> None:
         first_index, base = self.stats.received, self.stats.bytes
@@ -168,11 +233,12 @@ class Pipeline:
         rejected = self.rejects.stamp([r.rejects for r in out.results if r.rejects.num_rows])
         out.results = []  # the batches live on in the outputs only
         if self._durable:
-            await anyio.to_thread.run_sync(self._append, accepted, rejected, limiter=self._disk)
+            await self._on_disk(self._append, accepted, rejected)
         for batch in accepted:
             await self.batches.publish(batch)
         for batch in rejected:
             await self.rejects.publish(batch)
+        self.latency.observe(anyio.current_time() - flushed)
         # a receipt means "handed to the outputs, and as durable as the stream promises"
         if self._durable and isinstance(self.durability, float):
             self._unsynced.append(partial(self._settle, regions, out))
@@ -191,7 +257,17 @@ class Pipeline:
             )
 
     def _parse(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
-        """Worker thread: frame every region, parse in batches of at most max_messages."""
+        """Worker thread: the arena's batches, or, should processing fail, every message of
+        the arena as a dead letter with ``internal_error`` (the stream keeps going)."""
+        try:
+            return self._parse_arena(arena, first_index, base)
+        except Exception:  # a bug, not bad input: bad input is a dead letter already
+            log.exception("batch_failed stream=%s messages_to=dead_letters", self.parser.stream.name)
+            self.internal_errors += 1
+            return self._all_rejected(arena, first_index, base)
+
+    def _parse_arena(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
+        """Frame every region, parse in batches of at most max_messages."""
         threads = self._threads_for(arena.used)
         numba.set_num_threads(threads)  # per calling thread in Numba
         self.widest = max(self.widest, threads)
@@ -208,6 +284,38 @@ class Pipeline:
         rejects = pa.Table.from_batches([r.rejects for r in results if r.rejected], schema=self.parser.rejects_schema)
         rejected_index = rejects.column("index").to_numpy() - first_index if rejects.num_rows else np.empty(0, np.int64)
         return ArenaResult(results, records, rejected_index, rejects, first_index, arena.used)
+
+    def _all_rejected(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
+        """Dead letters of a whole arena that could not be processed. The messages are
+        framed again (or, if framing is what failed, each region counts as one message) so
+        that every one keeps its raw bytes and the counts still add up."""
+        buf = as_uint8(arena.data[: arena.used])
+        try:
+            starts, ends, records, blank = self._frame(buf, arena)
+        except Exception:
+            starts = np.array([r.start for r in arena.regions], np.int64)
+            ends = np.array([r.end for r in arena.regions], np.int64)
+            records, blank = starts, 0
+        n = len(starts)
+        raw = pa.array([bytes(buf[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], pa.binary())
+        rejects = pa.RecordBatch.from_arrays(
+            [
+                pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
+                pa.array(starts - base, pa.int64()),
+                pa.array([ERROR_NAMES[INTERNAL_ERROR]] * n, pa.string()),
+                pa.nulls(n, pa.string()),  # the exception is in the log, not tied to a field
+                pa.array(np.zeros(n, np.int64)),
+                raw,
+            ],
+            schema=DEAD_LETTER_SCHEMA,
+        )
+        empty = pa.RecordBatch.from_arrays(
+            [pa.array([], f.type) for f in self.parser.schema], schema=self.parser.schema
+        )
+        result = ParseResult(empty, rejects, blank, {ERROR_NAMES[INTERNAL_ERROR]: n} if n else {})
+        return ArenaResult(
+            [result], records, np.arange(n, dtype=np.int64), pa.Table.from_batches([rejects]), first_index, arena.used
+        )
 
     def _threads_for(self, nbytes: int) -> int:
         """Kernel threads for a batch of ``nbytes``: one per PARALLEL_BYTES, at most all.

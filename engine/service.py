@@ -24,12 +24,15 @@ from contextlib import AsyncExitStack
 import anyio
 import numba
 from anyio.from_thread import BlockingPortal
+from prometheus_client import CollectorRegistry
 
 from engine.batcher import Receipt
 from engine.config import Config, load_config
 from engine.framer import warm_framing
+from engine.metrics import engine_registry, exposition
 from engine.outputs.hub import Start, Subscription, Topic
 from engine.outputs.segments import LogError
+from engine.server.access import check_tls, resolve_token
 from engine.server.flight import FlightListener
 from engine.server.http import HttpListener
 from engine.server.tcp import TcpListener
@@ -58,6 +61,7 @@ class Engine:
         self._streams_tg: anyio.abc.TaskGroup | None = None
         self._closed = False
         self._lock_fd = -1  # holds data_dir for this process
+        self._registry: CollectorRegistry | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -97,6 +101,12 @@ class Engine:
     def stats(self, stream: str) -> dict:
         return self.streams[stream].stats.as_dict()
 
+    def metrics(self) -> bytes:
+        """Every counter of the engine in Prometheus' text format (``GET /metrics``)."""
+        if self._registry is None:
+            self._registry = engine_registry(self)
+        return exposition(self._registry)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
@@ -130,6 +140,11 @@ class Engine:
         await self.aclose()
 
     async def _start(self, stack: AsyncExitStack) -> None:
+        # access first: a service meant to be protected fails to start rather than start open
+        token = resolve_token(self.config.auth)  # never logged
+        for k, spec in enumerate(self.config.listen):
+            if spec.tls is not None:
+                check_tls(spec.tls, f"listen.{k}.tls")
         slot = anyio.CapacityLimiter(1)  # one batch in the kernels at a time (pipeline.py)
         data_dir = self.config.data_dir
         if data_dir is not None:
@@ -152,13 +167,14 @@ class Engine:
                 await tg.start(listener.serve)
                 self.tcp.append(listener)
             elif spec.kind == "http":
-                http = HttpListener(spec, self.streams, self.config.limits)
+                http = HttpListener(spec, self.streams, self.config.limits, token=token)
+                http.api.metrics = self.metrics
                 await tg.start(http.serve)
                 self.http.append(http)
             else:
                 if portal is None:
                     portal = await stack.enter_async_context(BlockingPortal())
-                flight = FlightListener(spec, self.topics, portal)
+                flight = FlightListener(spec, self.topics, portal, token=token)
                 await anyio.to_thread.run_sync(flight.start)
                 self.flight.append(flight)
 
@@ -219,6 +235,7 @@ class Engine:
             log.warning("shutdown_timeout seconds=%s action=dropping consumers", self.shutdown_timeout)
             for s in self.streams.values():
                 s.close()
+                s.pipeline.abandon_storage()
                 s.batches.drop_all("the service stopped before this consumer caught up")
                 s.rejects.drop_all("the service stopped before this consumer caught up")
             await self._wait_streams()

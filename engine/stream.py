@@ -13,11 +13,11 @@ from pathlib import Path
 
 import anyio
 
-from engine.arena import ArenaPool
+from engine.arena import ArenaPool, arena_capacity
 from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.batcher import Batcher, Receipt
 from engine.config import Limits, StreamConfig
-from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
+from engine.framer import FrameFramer, LineFramer
 from engine.outputs.hub import Topic
 from engine.outputs.segments import SegmentLog, SegmentPolicy
 from engine.parser import Parser
@@ -63,9 +63,7 @@ class Stream:
         self.config = config
         self.limits: Limits = config.limits
         self.parser = Parser(config)
-        # room for a full batch, and for the largest single append a framer makes: a
-        # carried message of max_message_bytes plus one read
-        capacity = max(int(config.batch.max_bytes), int(self.limits.max_message_bytes) + CHUNK_BYTES + 64)
+        capacity = arena_capacity(int(config.batch.max_bytes), int(self.limits.max_message_bytes))
         self.pool = ArenaPool(config.arenas, capacity)
         self.batcher, self._flushed = Batcher.create(self.pool, config.batch)
         queue = config.consumer_queue

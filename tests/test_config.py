@@ -132,3 +132,29 @@ def test_arrow_types_are_exactly_the_declared_ones(all_types_parser):
     assert s.field("ts").type == pa.timestamp("ms")
     assert s.field("tus").type == pa.timestamp("us", tz="UTC")
     assert not s.field("req").nullable and s.field("i8").nullable
+
+
+def test_a_stream_whose_buffers_could_outgrow_its_memory_ceiling_is_refused():
+    fields = "      a: {type: int64}\n      s: {type: string}\n"
+    ok = engine.load_config(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 4\n")
+    bound = ok.streams["events"].memory_bound()
+    # arenas, plus consumer_queue + 1 batches and dead-letter batches: max_messages rows of
+    # fixed-width values (int64 + validity, string offset + validity; a dead letter's 84
+    # bytes) and up to an arena of variable-width data each
+    arena = 8 << 20
+    assert bound == 4 * arena + 17 * ((65536 * (9 + 5) + arena) + (65536 * 84 + arena))
+    msg = _error(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 4\nlimits: {max_stream_memory: 256MiB}\n")
+    assert "streams.events.limits.max_stream_memory" in msg and str(bound) in msg
+    fits = engine.load_config(
+        BASE
+        + fields
+        + "    batch: {max_bytes: 8MiB}\n    arenas: 4\n    consumer_queue: 2\nlimits: {max_stream_memory: 256MiB}\n"
+    )
+    assert fits.streams["events"].memory_bound() <= 256 << 20
+
+
+def test_connection_limits_have_safe_defaults_and_are_checked():
+    limits = engine.load_config(BASE + "      a: {type: int64}\n").limits
+    assert (limits.message_timeout_s, limits.max_header_bytes, limits.max_connections) == (30.0, 16 << 10, 10000)
+    assert "limits.message_timeout_s" in _error(BASE + "      a: {type: int64}\nlimits: {message_timeout_s: 0}\n")
+    assert "limits.max_header_bytes" in _error(BASE + "      a: {type: int64}\nlimits: {max_header_bytes: 10}\n")

@@ -216,14 +216,42 @@ class SegmentLog:
                 if self._writer is None or self._should_roll():
                     self._roll(seq)
                 assert self._writer is not None and self._sink is not None
-                self._writer.write_batch(batch, custom_metadata={SEQ_KEY: str(seq).encode()})
                 active = self._segments[-1]
+                try:
+                    self._writer.write_batch(batch, custom_metadata={SEQ_KEY: str(seq).encode()})
+                except OSError:
+                    self._abandon_active(active.nbytes)
+                    raise
                 active.nbytes = self._sink.tell()
                 active.next_seq = self._next_seq = seq + 1
                 active.modified = time.time()
                 self._dirty = True
             if sync:
                 self._sync_locked()
+
+    def _abandon_active(self, good: int) -> None:
+        """After a failed write (disk full, I/O error): cut the active segment back to its
+        last whole batch, close it, and leave the next append to start a new segment, so
+        a retried batch is written whole, after everything before it, or not at all."""
+        active = self._segments[-1]
+        sink, self._writer, self._sink = self._sink, None, None
+        with contextlib.suppress(OSError):
+            assert sink is not None
+            sink.close()  # the writer is dropped unclosed: its EOS would follow the torn bytes
+        try:
+            with open(active.path, "r+b") as f:
+                f.truncate(good)
+                f.seek(good)
+                f.write(EOS)
+                f.flush()
+                os.fsync(f.fileno())
+            active.nbytes = good + len(EOS)
+        except OSError:  # still failing: recovery cuts the tail at the next start instead
+            log.warning("segment_truncate_failed path=%s", active.path)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd, self._dirty = -1, False
+        active.closed = True
 
     def sync(self) -> None:
         """fsync what was appended since the last sync (nothing when nothing was)."""
@@ -246,8 +274,15 @@ class SegmentLog:
         if self._segments and self._segments[-1].first_seq == seq:
             self._segments.pop()  # an empty segment left by recovery: its file is reused
         path = self.directory / f"{seq:020d}{SUFFIX}"
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        sink = pa.OSFile(str(path), "wb")
+        try:
+            self._writer = pa.ipc.new_stream(sink, self.schema)
+        except OSError:  # not even the schema fits: leave no file behind
+            with contextlib.suppress(OSError):
+                sink.close()
+            path.unlink(missing_ok=True)
+            raise
+        self._sink = sink
         self._fd = os.open(path, os.O_RDONLY)
         now = time.time()
         self._segments.append(Segment(seq, path, seq, self._sink.tell(), now, False, now))

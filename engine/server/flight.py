@@ -9,6 +9,10 @@ except on the first chunk of a schema with enum columns (see ``_batches``).
 ``get_flight_info`` reports the retained range as JSON app_metadata
 ``{"first_seq": F, "next_seq": N}`` and the retained bytes as ``total_bytes``. gRPC runs Flight calls on its own threads; they reach the topics, which live on the
 event loop, through an anyio blocking portal.
+
+With a top-level ``auth`` every call needs the header ``authorization: Bearer <token>``
+(``FlightCallOptions(headers=...)``), else it fails with FlightUnauthenticatedError. With
+``tls`` on the listener it serves ``grpc+tls``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,32 @@ from anyio.from_thread import BlockingPortal
 from engine.config import ListenSpec
 from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
+from engine.server.access import bearer_matches
 
 log = logging.getLogger("quiver.flight")
 
 
+class _BearerAuth(fl.ServerMiddlewareFactory):
+    """Refuses every call whose ``authorization`` header is not ``Bearer <token>``."""
+
+    def __init__(self, token: bytes) -> None:
+        super().__init__()
+        self._token = token
+
+    def start_call(self, info: fl.CallInfo, headers: dict[str, list]) -> None:
+        values = headers.get("authorization", [])
+        if len(values) == 1 and bearer_matches(values[0], self._token):
+            return None
+        reason = "wrong token" if values else "no token"
+        log.info("unauthorized transport=flight method=%s reason=%s", info.method, reason)
+        raise fl.FlightUnauthenticatedError("missing or invalid bearer token")
+
+
 class _FlightService(fl.FlightServerBase):
-    def __init__(self, location: str, topics: Callable[[], dict[str, Topic]], portal: BlockingPortal) -> None:
-        super().__init__(location)
+    def __init__(
+        self, location: str, topics: Callable[[], dict[str, Topic]], portal: BlockingPortal, **options: object
+    ) -> None:
+        super().__init__(location, **options)
         self._topics = topics
         self._portal = portal
         self._location = location
@@ -123,8 +146,16 @@ class _FlightService(fl.FlightServerBase):
 class FlightListener:
     """Owns the Flight server's lifetime; gRPC serves from the moment it is constructed."""
 
-    def __init__(self, spec: ListenSpec, topics: Callable[[], dict[str, Topic]], portal: BlockingPortal) -> None:
+    def __init__(
+        self,
+        spec: ListenSpec,
+        topics: Callable[[], dict[str, Topic]],
+        portal: BlockingPortal,
+        *,
+        token: bytes | None = None,
+    ) -> None:
         self.spec = spec
+        self._token = token
         self._topics = topics
         self._portal = portal
         self._server: _FlightService | None = None
@@ -132,11 +163,19 @@ class FlightListener:
 
     @property
     def url(self) -> str:
-        return f"grpc://{self.spec.host}:{self.port}"
+        return f"{'grpc+tls' if self.spec.tls else 'grpc'}://{self.spec.host}:{self.port}"
 
     def start(self) -> None:
         """Bind and start serving (blocking: run it on a worker thread)."""
-        self._server = _FlightService(f"grpc://{self.spec.host}:{self.spec.port}", self._topics, self._portal)
+        options: dict = {}
+        if self._token is not None:
+            options["middleware"] = {"auth": _BearerAuth(self._token)}
+        if self.spec.tls is not None:
+            with open(self.spec.tls.cert, "rb") as cert, open(self.spec.tls.key, "rb") as key:
+                options["tls_certificates"] = [fl.CertKeyPair(cert.read(), key.read())]
+        scheme = "grpc+tls" if self.spec.tls else "grpc"
+        location = f"{scheme}://{self.spec.host}:{self.spec.port}"
+        self._server = _FlightService(location, self._topics, self._portal, **options)
         self.port = self._server.port
         self._server._location = self.url
 

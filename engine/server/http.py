@@ -10,21 +10,28 @@ module is the ASGI application plus the glue that starts and stops uvicorn there
          ?from=latest (default) | earliest | SEQ: start there (retained batches from the
          segment log, then live); each batch carries IPC custom metadata ``quiver.seq``
     GET  /healthz
+    GET  /metrics                          Prometheus text format (engine/metrics.py)
 
 A POST answers only after every message of its body is parsed and handed to the outputs.
 It is refused with 503 (and ``Retry-After``) only before any of its body was taken; a
 body over ``limits.max_body_bytes`` (after inflation) gets 413 with the counts of what was
 taken before the limit.
+
+With a top-level ``auth`` every route but ``/healthz`` needs ``Authorization: Bearer
+<token>``; without it the answer is 401 (``WWW-Authenticate: Bearer``), given before any
+of a POST's body is read. With ``tls`` on the listener it serves HTTPS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import socket
 import urllib.parse
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -36,8 +43,11 @@ from anyio.abc import TaskStatus
 from engine.batcher import Receipt, StreamClosed
 from engine.config import Limits, ListenSpec
 from engine.framer import CHUNK_BYTES
+from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.outputs.hub import ConsumerDropped, Start, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
+from engine.server.access import bearer_matches
+from engine.server.http_protocol import BoundedHttpToolsProtocol
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -46,6 +56,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ARROW_STREAM = b"application/vnd.apache.arrow.stream"
+# a refused POST's body is never read, so its connection is not reused
+_CHALLENGE = ((b"www-authenticate", b"Bearer"), (b"connection", b"close"))
 
 
 def _schema_json(schema: pa.Schema) -> list[dict]:
@@ -61,6 +73,12 @@ async def _respond(send: Send, status: int, body: dict, headers: tuple = ()) -> 
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
         }
     )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _send_metrics(send: Send, data: bytes) -> None:
+    headers = [(b"content-type", METRICS_CONTENT_TYPE.encode()), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -114,9 +132,12 @@ class _GzipBody:
 class HttpApi:
     """The ASGI application over the engine's streams."""
 
-    def __init__(self, streams: Mapping[str, Stream]) -> None:
+    def __init__(self, streams: Mapping[str, Stream], token: bytes | None = None) -> None:
         self.streams = streams
+        self.token = token  # None: open; else every route but /healthz needs it
         self.stopping = False
+        self.limit_hits: Counter[str] = Counter()  # limit name -> requests (or connections) it ended
+        self.metrics: Callable[[], bytes] | None = None  # Prometheus text for GET /metrics
         self._posts = 0
         self._idle = anyio.Event()
         self._idle.set()
@@ -128,6 +149,11 @@ class HttpApi:
         parts = path.strip("/").split("/")
         if path == "/healthz" and method in ("GET", "HEAD"):
             return await _respond(send, 200, {"status": "stopping" if self.stopping else "ok"})
+        if self.token is not None and not self._authorized(scope):
+            # answered before any of a POST's body is read: nothing of it is ingested
+            return await _respond(send, 401, {"error": "missing or invalid bearer token"}, _CHALLENGE)
+        if path == "/metrics" and method == "GET" and self.metrics is not None:
+            return await _send_metrics(send, self.metrics())
         if parts[:2] != ["v1", "streams"]:
             return await _respond(send, 404, {"error": f"no such path: {path}"})
         if len(parts) == 2:
@@ -151,6 +177,26 @@ class HttpApi:
             return await self._stream_arrow(receive, send, topic, start)
         return await _respond(send, 404, {"error": f"no such path: {path}"})
 
+    def _authorized(self, scope: Scope) -> bool:
+        values = [v for k, v in scope["headers"] if k == b"authorization"]
+        ok = len(values) == 1 and bearer_matches(values[0], self.token)
+        if not ok:
+            client = scope.get("client") or ("?", 0)
+            log.info(
+                "unauthorized transport=http peer=%s:%s path=%s reason=%s",
+                client[0],
+                client[1],
+                scope["path"],
+                "no token" if not values else "wrong token",
+            )
+        return ok
+
+    def _hit(self, limit: str, scope: Scope) -> None:
+        self.limit_hits[limit] += 1
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "?"
+        log.warning("limit_hit listener=http peer=%s limit=%s path=%s", peer, limit, scope.get("path"))
+
     def _describe(self, stream: Stream) -> dict:
         base = f"/v1/streams/{stream.name}"
         d = stream.config.durability
@@ -173,6 +219,7 @@ class HttpApi:
         limit = int(stream.limits.max_body_bytes)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
+            self._hit("max_body_bytes", scope)
             return await _respond(send, 413, {"error": f"body of {int(length)} bytes exceeds max_body_bytes ({limit})"})
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip", b"x-gzip"):
@@ -185,13 +232,15 @@ class HttpApi:
         self._posts += 1
         self._idle = anyio.Event() if self._posts == 1 else self._idle
         try:
-            await self._take_body(receive, send, stream, limit, encoding != b"identity")
+            await self._take_body(scope, receive, send, stream, limit, encoding != b"identity")
         finally:
             self._posts -= 1
             if self._posts == 0:
                 self._idle.set()
 
-    async def _take_body(self, receive: Receive, send: Send, stream: Stream, limit: int, gzipped: bool) -> None:
+    async def _take_body(
+        self, scope: Scope, receive: Receive, send: Send, stream: Stream, limit: int, gzipped: bool
+    ) -> None:
         receipt = Receipt()
         framer = stream.framer("newline", receipt)
         inflater = _GzipBody() if gzipped else None
@@ -199,7 +248,12 @@ class HttpApi:
         failure: tuple[int, str] | None = None
         try:
             while failure is None:
-                message = await receive()
+                with anyio.move_on_after(stream.limits.message_timeout_s) as waited:
+                    message = await receive()
+                if waited.cancelled_caught:  # a body that trickles (or stops) holds no slot
+                    self._hit("message_timeout", scope)
+                    failure = (408, f"body stalled for message_timeout_s ({stream.limits.message_timeout_s} s)")
+                    break
                 if message["type"] == "http.disconnect":
                     failure = (499, "client went away")
                     break
@@ -208,6 +262,7 @@ class HttpApi:
                     for data in inflater.pieces(body) if inflater else (body,):
                         taken += len(data)
                         if taken > limit:
+                            self._hit("max_body_bytes", scope)
                             failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
                             break
                         await framer.feed(data)
@@ -229,7 +284,9 @@ class HttpApi:
             return await _respond(send, 200, receipt.as_dict())
         if failure[0] != 499:
             # what was taken before the failure is still counted and delivered: say so
-            await _respond(send, failure[0], {"error": failure[1], **receipt.as_dict()})
+            # the rest of a failed body is never read: the connection cannot be reused
+            close = ((b"connection", b"close"),)
+            await _respond(send, failure[0], {"error": failure[1], **receipt.as_dict()}, close)
 
     async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic, start: Start) -> None:
         try:
@@ -301,16 +358,19 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpListener:
     """Runs uvicorn on an already bound socket (so port 0 works) inside the current loop."""
 
-    def __init__(self, spec: ListenSpec, streams: Mapping[str, Stream], limits: Limits) -> None:
+    def __init__(
+        self, spec: ListenSpec, streams: Mapping[str, Stream], limits: Limits, *, token: bytes | None = None
+    ) -> None:
         self.spec = spec
         self.limits = limits
-        self.api = HttpApi(streams)
+        self.api = HttpApi(streams, token)
+        self.limit_hits = self.api.limit_hits  # limit name -> requests it ended
         self.port = spec.port
         self._server: _EmbeddedServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.spec.host}:{self.port}"
+        return f"{'https' if self.spec.tls else 'http'}://{self.spec.host}:{self.port}"
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         family = socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET
@@ -331,7 +391,15 @@ class HttpListener:
             access_log=False,
             server_header=False,
             limit_concurrency=self.limits.max_connections,  # beyond it: 503, not a queue
+            http=functools.partial(
+                BoundedHttpToolsProtocol,
+                max_header_bytes=int(self.limits.max_header_bytes),
+                message_timeout_s=self.limits.message_timeout_s,
+                hits=self.limit_hits,
+            ),
             timeout_graceful_shutdown=5,  # only after Quiver drained: see Engine.aclose
+            ssl_certfile=self.spec.tls.cert if self.spec.tls else None,
+            ssl_keyfile=self.spec.tls.key if self.spec.tls else None,
         )
         self._server = _EmbeddedServer(config)
         task_status.started(self.port)

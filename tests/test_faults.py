@@ -1,0 +1,309 @@
+"""Faults over loopback, each with exact accounting: a failure inside batch processing, a
+disk that refuses writes, slowloris producers (TCP and HTTP), oversize request heads,
+thousands of idle connections, a Flight consumer that hangs up mid-stream.
+
+Everywhere: what producers sent = accepted + rejected + discarded partials, per stream.
+(Other faults have their tests beside the feature: dead producers and connection limits in
+test_server_tcp.py, slow and vanishing consumers in test_service.py and
+test_server_http.py, SIGTERM and kill -9 under load in test_serve.py.)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import resource
+import socket
+import time
+
+import anyio
+import pyarrow as pa
+import pyarrow.flight as fl
+import pytest
+
+from engine import Engine, load_config
+from engine.outputs.segments import SegmentLog, SegmentPolicy, seq_of
+from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def with_limits(limits: str, extra: str = "") -> str:
+    return (
+        SERVICE_YAML.replace("limits: {max_message_bytes: 4KiB}", f"limits: {{max_message_bytes: 4KiB, {limits}}}")
+        + extra
+    )
+
+
+def lines(first: int, n: int) -> bytes:
+    return b"".join(message(i) + b"\n" for i in range(first, first + n))
+
+
+async def test_a_failure_inside_batch_processing_sends_that_batch_to_dead_letters():
+    async with anyio.create_task_group() as tg, Engine(load_config(SERVICE_YAML)) as eng:
+        rows, dead = [], []
+        tg.start_soon(drain, eng.subscribe("events"), rows)
+        tg.start_soon(drain, eng.subscribe("events.rejects"), dead)
+        stream = eng.streams["events"]
+        parse = stream.parser.parse_spans
+
+        def faulty(buf, starts, ends, **kw):
+            if b"poison" in buf.tobytes():
+                raise RuntimeError("a bug in batch processing")
+            return parse(buf, starts, ends, **kw)
+
+        stream.parser.parse_spans = faulty
+        port = eng.tcp[0].port
+        bad = lines(0, 20) + b'{"seq": 20, "name": "poison"}\n' + lines(21, 9) + b"{not json\n"
+        await anyio.to_thread.run_sync(send_tcp, port, bad)
+        await wait_until(lambda: eng.stats("events")["received"] == 31)
+        await anyio.to_thread.run_sync(send_tcp, port, lines(100, 50))  # the stream goes on
+        await wait_until(lambda: len(column(rows, "seq")) == 50)
+        await wait_until(lambda: len(column(dead, "index")) == 31)
+    assert column(rows, "seq") == list(range(100, 150))
+    assert column(dead, "error") == ["internal_error"] * 31  # the whole batch, bad JSON too
+    assert column(dead, "index") == list(range(31))
+    assert b"\n".join(column(dead, "raw")) + b"\n" == bad
+    stats = eng.stats("events")
+    assert stats["received"] == 81 == stats["accepted"] + stats["rejected"]
+    assert stats["errors"] == {"internal_error": 31}
+    assert stream.pipeline.internal_errors >= 1
+
+
+class _FullDisk:
+    """A file object that takes ``budget`` more bytes, then fails like a full disk."""
+
+    budget = 1 << 60
+
+    def __init__(self, path: str, mode: str) -> None:
+        self._f = open(path, mode)  # noqa: SIM115 (closed by close())
+        self.closed = False
+
+    def write(self, data) -> int:
+        n = len(data)
+        if n > _FullDisk.budget:
+            taken = max(0, _FullDisk.budget)
+            self._f.write(bytes(memoryview(data)[:taken]))  # a torn write, as on a real disk
+            self._f.flush()
+            _FullDisk.budget = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        _FullDisk.budget -= n
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:
+        self.closed = True
+        self._f.close()
+
+    def writable(self) -> bool:
+        return True
+
+
+def _batch(seq: int, n: int = 100) -> pa.RecordBatch:
+    return pa.record_batch({"v": pa.array(range(seq * n, seq * n + n), pa.int64()), "s": ["x" * 20] * n})
+
+
+def test_a_write_the_disk_refuses_leaves_whole_batches_and_can_be_retried(tmp_path, monkeypatch):
+    import engine.outputs.segments as segments
+
+    schema = _batch(0).schema
+    log = SegmentLog.open(tmp_path / "t", schema, SegmentPolicy())
+    monkeypatch.setattr(segments.pa, "OSFile", lambda path, mode: pa.PythonFile(_FullDisk(path, mode), mode="w"))
+    log.append([_batch(0), _batch(1)], sync=True)
+    _FullDisk.budget = 1000  # the next batch is torn part way
+    with pytest.raises(OSError):
+        log.append([_batch(2)], sync=True)
+    assert log.next_seq == 2
+    for _ in range(2):  # the disk is still full: a new segment cannot even start
+        with pytest.raises(OSError):
+            log.append([_batch(2)], sync=True)
+    _FullDisk.budget = 1 << 60  # space again
+    log.append([_batch(2), _batch(3)], sync=True)
+    log.close()
+    monkeypatch.undo()
+    reopened = SegmentLog.open(tmp_path / "t", schema, SegmentPolicy())  # recovery reads every segment back
+    got = list(reopened.read(0))
+    reopened.close()
+    assert [seq_of(b) for b in got] == [0, 1, 2, 3]
+    assert [b.column("v").to_pylist() for b in got] == [_batch(k).column("v").to_pylist() for k in range(4)]
+    for path in sorted((tmp_path / "t").glob("*.arrow")):  # each file a valid, whole stream
+        with pa.ipc.open_stream(pa.OSFile(str(path))) as reader:
+            reader.read_all()
+
+
+async def test_a_disk_that_refuses_writes_stalls_the_stream_and_loses_nothing(tmp_path):
+    cfg = load_config(
+        SERVICE_YAML.replace("    arenas: 3\n", "    arenas: 3\n    durability: batch\n") + f"data_dir: {tmp_path}\n"
+    )
+    async with Engine(cfg) as eng:
+        log = eng.topics()["events"].log
+        append = log.append
+        failures = []
+
+        def refusing(batches, sync=False):
+            if len(failures) < 3:
+                failures.append(1)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return append(batches, sync)
+
+        log.append = refusing
+        url = f"{eng.http[0].url}/v1/streams/events"
+        body = lines(0, 40)
+        started = time.perf_counter()
+        answer = await anyio.to_thread.run_sync(lambda: _post(url, body))
+        assert answer == (200, 40, 0)
+        assert time.perf_counter() - started > 0.3  # waited out three retries: 50 + 100 + 200 ms
+        assert eng.streams["events"].pipeline.storage_errors == 3
+        metrics = (await anyio.to_thread.run_sync(lambda: _get(f"{eng.http[0].url}/metrics"))).decode()
+        assert 'quiver_storage_errors_total{stream="events"} 3.0' in metrics
+        stored = list(log.read(0))
+    assert sorted(column(stored, "seq")) == list(range(40))  # each exactly once
+
+
+def _post(url: str, body: bytes) -> tuple[int, int, int]:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=60) as resp:
+        answer = json.loads(resp.read())
+        return resp.status, answer["accepted"], answer["rejected"]
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read()
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    s.settimeout(20)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_a_tcp_message_that_trickles_is_cut_off_but_an_idle_connection_stays():
+    cfg = load_config(with_limits("message_timeout_s: 0.5, idle_timeout_s: 60"))
+    async with Engine(cfg) as eng:
+        port = eng.tcp[0].port
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(lines(0, 3))  # whole messages, then silence: only idle_timeout applies
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(lines(3, 2) + b'{"seq": 5')
+        began = time.perf_counter()
+
+        def trickle() -> bool:
+            try:
+                for ch in b', "name": "slooooooooooooooooooow"}':
+                    slow.send(bytes([ch]))
+                    time.sleep(0.1)  # each byte well within the idle timeout
+            except OSError:
+                return True
+            return _closed_by_peer(slow)
+
+        assert await anyio.to_thread.run_sync(trickle)
+        assert time.perf_counter() - began < 5
+        await wait_until(lambda: eng.tcp[0].connections == 1)  # the idle one is still there
+        assert eng.tcp[0].limit_hits == {"message_timeout": 1}
+        await wait_until(lambda: eng.stats("events")["received"] == 5)
+        stats = eng.stats("events")
+        assert stats["accepted"] == 5 and stats["discarded_partials"] == 1
+        idle.close()
+        slow.close()
+
+
+async def test_http_heads_that_are_too_large_or_too_slow_are_refused():
+    cfg = load_config(with_limits("message_timeout_s: 0.5, max_header_bytes: 2KiB"))
+    async with Engine(cfg) as eng:
+        port = eng.http[0].port
+
+        def exchange(data: bytes, pause: float = 0.0) -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(data)
+                if pause:
+                    time.sleep(pause)
+                s.settimeout(20)
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                return out
+
+        head = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n"
+        assert (await anyio.to_thread.run_sync(exchange, head)).startswith(b"HTTP/1.1 431")
+        slow = b"GET /v1/streams HTTP/1.1\r\nHost: x\r\n"  # and the blank line never comes
+        assert (await anyio.to_thread.run_sync(exchange, slow)).startswith(b"HTTP/1.1 408")
+        # a head just under the cap, with a body, is served
+        body = lines(0, 30)
+        ok = (
+            b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\nX-Pad: %s\r\n\r\n%s"
+            % (len(body), b"b" * 1800, body)
+        )
+        answer = await anyio.to_thread.run_sync(exchange, ok)
+        assert answer.startswith(b"HTTP/1.1 200") and b'"accepted": 30' in answer
+        # a body that stalls part way: what came before the stall is counted and kept
+        stalled = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + lines(30, 10)
+        answer = await anyio.to_thread.run_sync(exchange, stalled)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"accepted": 10' in answer
+        assert eng.http[0].limit_hits == {"max_header_bytes": 1, "message_timeout": 2}
+        assert eng.stats("events")["accepted"] == 40
+
+
+async def test_thousands_of_idle_connections_neither_block_producers_nor_leak():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2000
+    if soft < 2 * want + 200:  # both ends of every connection live in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * want + 200), hard))
+    n = min(want, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2)
+    assert n >= 500
+    rows = []
+    async with anyio.create_task_group() as tg, Engine(load_config(with_limits("idle_timeout_s: 60"))) as eng:
+        tg.start_soon(drain, eng.subscribe("events"), rows)
+        port = eng.tcp[0].port
+
+        def connect_all() -> list[socket.socket]:
+            return [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+
+        idle = await anyio.to_thread.run_sync(connect_all)
+        await wait_until(lambda: eng.tcp[0].connections == n, timeout=30)
+        await anyio.to_thread.run_sync(send_tcp, port, lines(0, 500))
+        await wait_until(lambda: len(rows) and len(column(rows, "seq")) == 500)
+        for s in idle:
+            s.close()
+        await wait_until(lambda: eng.tcp[0].connections == 0, timeout=30)
+    assert sorted(column(rows, "seq")) == list(range(500))
+    assert eng.stats("events")["discarded_partials"] == 0
+
+
+async def test_a_flight_consumer_that_hangs_up_mid_stream_costs_only_itself():
+    rows = []
+    async with anyio.create_task_group() as tg, Engine(load_config(SERVICE_YAML)) as eng:
+        tg.start_soon(drain, eng.subscribe("events"), rows)
+        location = eng.flight[0].url
+
+        def read_two_then_hang_up() -> int:
+            client = fl.connect(location)
+            reader = client.do_get(fl.Ticket(b"events"))
+            got = reader.read_chunk().data.num_rows + reader.read_chunk().data.num_rows
+            reader.cancel()
+            client.close()
+            return got
+
+        async def produce():
+            for k in range(40):
+                await eng.ingest("events", lines(k * 50, 50))
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as work:
+            work.start_soon(produce)
+            assert await anyio.to_thread.run_sync(read_two_then_hang_up) > 0
+        await wait_until(lambda: eng.topics()["events"].consumers == 1)  # only the in-process one
+    assert sorted(column(rows, "seq")) == list(range(2000))
