@@ -307,3 +307,21 @@ async def test_a_flight_consumer_that_hangs_up_mid_stream_costs_only_itself():
             assert await anyio.to_thread.run_sync(read_two_then_hang_up) > 0
         await wait_until(lambda: eng.topics()["events"].consumers == 1)  # only the in-process one
     assert sorted(column(rows, "seq")) == list(range(2000))
+
+
+async def test_http_connections_beyond_the_limit_are_refused_not_queued():
+    async with Engine(load_config(with_limits("max_connections: 2"))) as eng:
+        port = eng.http[0].port
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        await anyio.sleep(0.1)
+
+        def third() -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET /v1/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                s.settimeout(20)
+                return s.recv(65536)
+
+        assert (await anyio.to_thread.run_sync(third)).startswith(b"HTTP/1.1 503")
+        assert eng.http[0].limit_hits == {"max_connections": 1}
+        for s in held:
+            s.close()

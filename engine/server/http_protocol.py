@@ -9,6 +9,8 @@ client sending one header byte every few seconds holds its connection, and its s
 * ``message_timeout_s``: from a request's first byte to the end of its headers; beyond
   it, 408 and close. (The body has its own deadline in the ASGI app, per chunk.)
 
+It also counts the requests uvicorn refuses with 503 for ``max_connections``.
+
 Each hit is counted in ``hits`` (limit name -> connections closed) and logged once, as the
 connection closes with it. Everything else is uvicorn's.
 """
@@ -67,6 +69,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self._hits["max_connections"] += 1  # uvicorn answers 503 (and logs it)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
