@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("all", "parse", "loadgen", "durability", "startup", "corpus")
+MODULES = ("all", "parse", "loadgen", "durability", "soak", "startup", "corpus")
 
 
 def main(argv: list[str]) -> int:

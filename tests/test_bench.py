@@ -104,3 +104,21 @@ def test_the_suite_runs_quick_and_writes_its_report(tmp_path):
         assert f"(results/{plot})" in report
     runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
     assert len(runs) == 9 and all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs)
+
+
+def test_soak_samples_every_second_and_reports_nothing_lost(tmp_path):
+    """`python -m bench soak` for a few seconds at a low rate: every message arrives, the
+    report and the plot are written (no figure is asserted but the loss count)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "soak", "--seconds", "3", "--rate", "5000", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lost 0  duplicates 0  server counts ok" in proc.stdout
+    report = (tmp_path / "soak.md").read_text()
+    assert "**0 lost**" in report and "15,000 sent" in report and "Verdict: memory is" in report
+    assert report.count("\n| ") >= 3  # the table's header and a row per period
+    assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
