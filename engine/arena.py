@@ -46,6 +46,10 @@ class Arena:
 
     def __init__(self, capacity: int) -> None:
         self.data = np.empty(capacity, np.uint8)
+        # touch every page now: an untouched page would join the process' memory the
+        # first time a burst fills this far, so RSS would creep up with every larger burst
+        # instead of being what the config says from the start
+        self.data.fill(0)
         self.used = 0
         self.messages = 0  # messages appended (newline framing counts blank lines too)
         self.regions: list[Region] = []

@@ -150,6 +150,16 @@ class Parser:
         from engine.sample import sample_ndjson
 
         self.parse_ndjson(sample_ndjson(self.stream, 8, broken_every=2))
+        # size (and touch) the reused bookkeeping for a full batch now, for the same reason
+        # arenas are touched: memory that grows only when a burst first needs it looks
+        # like a leak in a long run
+        work = self._take_workspace()
+        try:
+            c = self.compiled
+            for view in work.views(len(c.columns), c.n_spans, self.stream.batch.max_messages):
+                view.fill(0)
+        finally:
+            self._give_workspace(work)
 
     @property
     def schema(self) -> pa.Schema:
