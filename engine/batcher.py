@@ -36,6 +36,7 @@ class Receipt:
     rejected: int = 0
     errors: list[dict] = field(default_factory=list)
     max_errors: int = 10
+    not_stored: int = 0  # messages delivered to consumers but not (durably) in the segment log
     _messages: int = 0  # messages settled so far: the index of the next one
     _pending: int = 0  # regions appended and not yet settled
     _closed: bool = False
@@ -44,9 +45,12 @@ class Receipt:
     def add_region(self) -> None:
         self._pending += 1
 
-    def settle(self, messages: int, rejected: int, first_rejects: list[dict]) -> None:
-        """One region's outcome: ``messages`` in it, ``rejected`` of them, and the first
-        few dead letters with their index within the region."""
+    def settle(self, messages: int, rejected: int, first_rejects: list[dict], stored: bool = True) -> None:
+        """One region's outcome: ``messages`` in it, ``rejected`` of them, the first few
+        dead letters with their index within the region, and whether its batches reached
+        the segment log as durably as the stream promises (a failing disk at shutdown)."""
+        if not stored:
+            self.not_stored += messages
         for r in first_rejects:
             if len(self.errors) >= self.max_errors:
                 break
@@ -75,7 +79,10 @@ class Receipt:
         return self.accepted + self.rejected
 
     def as_dict(self) -> dict:
-        return {"accepted": self.accepted, "rejected": self.rejected, "errors": self.errors}
+        out = {"accepted": self.accepted, "rejected": self.rejected, "errors": self.errors}
+        if self.not_stored:
+            out["not_stored"] = self.not_stored
+        return out
 
 
 class Batcher:

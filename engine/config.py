@@ -162,6 +162,7 @@ class Limits(_Model):
     max_header_bytes: ByteSize = Field(default=ByteSize(16 << 10), ge=1024)  # HTTP request line + headers
     max_body_bytes: ByteSize = Field(default=ByteSize(64 << 20), ge=1024)  # HTTP body, after gzip inflation
     max_stream_memory: ByteSize = Field(default=ByteSize(1 << 30), ge=1 << 20)  # arenas + queued output
+    max_partial_bytes: ByteSize = Field(default=ByteSize(256 << 20), ge=1 << 20)  # unfinished messages, per listener
 
 
 class IntervalDurability(_Model):

@@ -22,7 +22,7 @@ import numpy as np
 from engine.arena import CHUNK_BYTES, FRAMES, LINES
 from kernels.framing import scan_length_prefixed
 
-__all__ = ["CHUNK_BYTES", "FrameFramer", "LineFramer", "warm_framing"]
+__all__ = ["CHUNK_BYTES", "FrameFramer", "LineFramer", "PartialBudget", "warm_framing"]
 
 
 def _readonly(data: bytes | memoryview) -> np.ndarray:
@@ -35,6 +35,24 @@ def warm_framing() -> None:
     """Load (or compile) the kernels framers call, before any connection needs them."""
     buf = _readonly(b"\x00\x00\x00\x02{}\n")
     scan_length_prefixed(buf, 0, len(buf), 16)
+
+
+class PartialBudget:
+    """The bytes of unfinished messages that all connections of one listener may hold at
+    once (``limits.max_partial_bytes``). Each connection keeps at most one partial message
+    (up to ``max_message_bytes``), but ten thousand connections, each a megabyte into a
+    message, would hold ten gigabytes: the connection whose partial takes the total past
+    the budget is closed instead (its partial discarded and counted)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def update(self, before: int, after: int) -> bool:
+        """A connection's partial went from ``before`` to ``after`` bytes; False if the
+        listener is now over its budget (the caller closes that connection)."""
+        self.held += after - before
+        return self.held <= self.limit or after <= before
 
 
 class MessageSink(Protocol):

@@ -35,7 +35,7 @@ import pyarrow as pa
 from engine.arena import FRAMES, Arena, ArenaPool
 from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.outputs.hub import Topic
-from engine.outputs.segments import seq_of
+from engine.outputs.segments import LogError, seq_of
 from engine.parser import Parser, ParseResult, Tally, as_uint8
 from kernels.errors import ERROR_NAMES, INTERNAL_ERROR
 from kernels.framing import frame_length_prefixed, frame_lines
@@ -46,6 +46,9 @@ log = logging.getLogger("quiver.pipeline")
 PARALLEL_BYTES = 1 << 20
 #: Longest wait between retries of a segment write the disk refused.
 STORAGE_RETRY_MAX_S = 2.0
+#: Batches written but not yet fsynced are kept to be written again after a failed fsync;
+#: past this many bytes of them the logs are fsynced, whatever the durability.
+UNSYNCED_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -134,7 +137,11 @@ class Pipeline:
         # "none" | "batch" | seconds between fsyncs; only used when the topics have logs
         self.durability = durability
         self._durable = batches.log is not None and rejects.log is not None
-        self._unsynced: list[Callable[[], None]] = []  # settlements waiting for an fsync
+        self._unsynced: list[Callable[..., None]] = []  # settlements waiting for an fsync
+        # per topic, the batches written since the last good fsync, in seq order: a failed
+        # fsync rewinds the log to that fsync, and these are written again
+        self._kept: dict[str, list[pa.RecordBatch]] = {batches.name: [], rejects.name: []}
+        self._kept_bytes = 0
         self._sync_lock = anyio.Lock()
         self._disk = anyio.CapacityLimiter(1)  # segment writes and fsyncs, never behind other work
 
@@ -166,42 +173,62 @@ class Pipeline:
         async with self._sync_lock:  # the timer and the final sync never split a round
             with anyio.CancelScope(shield=True):  # taken receipts are always settled
                 waiting, self._unsynced = self._unsynced, []
-                await self._on_disk(self._sync_logs)
+                stored = not self._abandoned and await self._on_disk(self._sync_logs)
                 for settle in waiting:
-                    settle()
+                    settle(stored=stored)
+
+    def _write_missing(self) -> None:
+        """Worker thread: append every kept batch its log lacks, in seq order: the new ones,
+        and any that a failed write or fsync took back (the log rewinds to its last good
+        fsync and lowers ``next_seq``; see SegmentLog._abandon_active)."""
+        for topic in (self.batches, self.rejects):
+            assert topic.log is not None
+            todo = [b for b in list(self._kept[topic.name]) if seq_of(b) >= topic.log.next_seq]
+            if todo:
+                topic.log.append(todo)
+
+    def _store(self) -> None:
+        """Worker thread: write this arena's batches (and whatever a failure took back);
+        fsync under ``batch`` durability, or whenever the kept batches grow too large."""
+        self._write_missing()
+        if self.durability == "batch" or self._kept_bytes >= UNSYNCED_MAX_BYTES:
+            self._sync_logs()
 
     def _sync_logs(self) -> None:
+        """Worker thread: fsync both logs; then the batches the fsync covered are safe and
+        no longer kept."""
+        self._write_missing()
         for topic in (self.batches, self.rejects):
             assert topic.log is not None
             topic.log.sync()
+        for topic in (self.batches, self.rejects):
+            kept, durable = self._kept[topic.name], topic.log.next_seq
+            k = 0
+            while k < len(kept) and seq_of(kept[k]) < durable:
+                k += 1
+            del kept[:k]  # in place: the loop may be appending to it meanwhile
+        self._kept_bytes = sum(b.nbytes for kept in self._kept.values() for b in list(kept))
 
-    def _append(self, accepted: list[pa.RecordBatch], rejected: list[pa.RecordBatch]) -> None:
-        """Worker thread: append to the logs; under ``batch`` durability, fsync them. On a
-        retry, the batches a failed attempt did store are skipped."""
-        sync = self.durability == "batch"
-        for topic, batches in ((self.batches, accepted), (self.rejects, rejected)):
-            assert topic.log is not None
-            todo = [b for b in batches if seq_of(b) >= topic.log.next_seq]
-            if todo:
-                topic.log.append(todo, sync=sync)
-            elif sync and batches:
-                topic.log.sync()
-
-    async def _on_disk(self, work: Callable[..., None], *args: object) -> None:
-        """Run a segment write or fsync on the disk thread, retrying while the disk refuses
+    async def _on_disk(self, work: Callable[[], None]) -> bool:
+        """Run segment writes or fsyncs on the disk thread, retrying while the disk refuses
         (full, failing). Meanwhile this stream stalls: its arenas fill, TCP producers are
         held back and POSTs get 503, but nothing is lost and nothing unstored is published.
-        Only ``abandon_storage`` (a shutdown that ran out of time) ends the retries."""
+        False when the work was given up: by ``abandon_storage`` (a shutdown that ran out
+        of time), or because the log itself refuses it (a bug: logged, never retried)."""
         delay, failures = 0.05, 0
         while True:
             try:
-                await anyio.to_thread.run_sync(work, *args, limiter=self._disk)
-            except OSError as exc:
+                await anyio.to_thread.run_sync(work, limiter=self._disk)
+            except LogError as exc:
+                self.storage_errors += 1
+                log.error("storage_refused stream=%s error=%s action=not_stored", self.parser.stream.name, exc)
+                return False
+            except (OSError, pa.ArrowException) as exc:
                 failures += 1
                 self.storage_errors += 1
                 if self._abandoned:
                     log.error("storage_abandoned stream=%s error=%r", self.parser.stream.name, exc)
-                    return
+                    return False
                 if failures == 1:
                     log.error("storage_failed stream=%s error=%r action=retrying", self.parser.stream.name, exc)
                 await anyio.sleep(delay)
@@ -209,10 +236,11 @@ class Pipeline:
                 continue
             if failures:
                 log.warning("storage_recovered stream=%s failed_attempts=%d", self.parser.stream.name, failures)
-            return
+            return True
 
     def abandon_storage(self) -> None:
-        """Stop retrying failed segment writes (shutdown): what is left is published unstored."""
+        """Stop retrying failed segment writes (shutdown): what is left is published
+        unstored, and the receipts waiting for it say so."""
         self._abandoned = True
 
     async def _process(self, arena: Arena) -> None:
@@ -232,18 +260,24 @@ class Pipeline:
         accepted = self.batches.stamp([r.batch for r in out.results if r.batch.num_rows])
         rejected = self.rejects.stamp([r.rejects for r in out.results if r.rejects.num_rows])
         out.results = []  # the batches live on in the outputs only
+        stored = True
         if self._durable:
-            await self._on_disk(self._append, accepted, rejected)
+            stored = False
+            if not self._abandoned:
+                self._kept[self.batches.name].extend(accepted)
+                self._kept[self.rejects.name].extend(rejected)
+                self._kept_bytes += sum(b.nbytes for b in accepted) + sum(b.nbytes for b in rejected)
+                stored = await self._on_disk(self._store)
         for batch in accepted:
             await self.batches.publish(batch)
         for batch in rejected:
             await self.rejects.publish(batch)
         self.latency.observe(anyio.current_time() - flushed)
         # a receipt means "handed to the outputs, and as durable as the stream promises"
-        if self._durable and isinstance(self.durability, float):
+        if self._durable and isinstance(self.durability, float) and stored:
             self._unsynced.append(partial(self._settle, regions, out))
         else:
-            self._settle(regions, out)
+            self._settle(regions, out, stored=stored)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch stream=%s messages=%d bytes=%d fill_ms=%.2f queued_ms=%.2f parse_ms=%.2f publish_ms=%.2f",
@@ -301,7 +335,7 @@ class Pipeline:
         rejects = pa.RecordBatch.from_arrays(
             [
                 pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
-                pa.array(starts - base, pa.int64()),
+                pa.array(starts + base, pa.int64()),  # stream-wide, as build_rejects gives it
                 pa.array([ERROR_NAMES[INTERNAL_ERROR]] * n, pa.string()),
                 pa.nulls(n, pa.string()),  # the exception is in the log, not tied to a field
                 pa.array(np.zeros(n, np.int64)),
@@ -355,8 +389,9 @@ class Pipeline:
         return np.concatenate(all_starts), np.concatenate(all_ends), np.concatenate(all_records), blank
 
     @staticmethod
-    def _settle(regions: list, out: ArenaResult) -> None:
-        """Tell each owning submission how its messages fared (a few vector ops per region)."""
+    def _settle(regions: list, out: ArenaResult, stored: bool = True) -> None:
+        """Tell each owning submission how its messages fared (a few vector ops per region),
+        and whether they reached the segment log as the durability promised."""
         owned = [r for r in regions if r.owner is not None]
         if not owned:
             return
@@ -370,4 +405,4 @@ class Pipeline:
                 for row in out.rejects.slice(a, k).select(["index", "error", "field", "position"]).to_pylist():
                     row["index"] -= out.first_index + lo
                     first.append(row)
-            region.owner.settle(hi - lo, b - a, first)
+            region.owner.settle(hi - lo, b - a, first, stored=stored)

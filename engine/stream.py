@@ -8,10 +8,12 @@ or ``rejects``. With a ``data_dir``, each of the two topics has a segment log un
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import anyio
+import pyarrow as pa
 
 from engine.arena import ArenaPool, arena_capacity
 from engine.arrow import DEAD_LETTER_SCHEMA
@@ -23,6 +25,8 @@ from engine.outputs.segments import SegmentLog, SegmentPolicy
 from engine.parser import Parser
 from engine.pipeline import Pipeline
 from engine.schema import compile_schema
+
+log = logging.getLogger("quiver.stream")
 
 
 def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[SegmentLog, SegmentLog]:
@@ -115,10 +119,14 @@ class Stream:
                     await anyio.to_thread.run_sync(topic.log.enforce_retention)
 
     def close_logs(self) -> None:
-        """Close the active segments (end-of-stream marker, fsync). Blocking; idempotent."""
+        """Close the active segments (end-of-stream marker, fsync). Blocking; idempotent.
+        A disk that fails now is logged: the next start's recovery keeps the whole batches."""
         for topic in (self.batches, self.rejects):
             if topic.log is not None:
-                topic.log.close()
+                try:
+                    topic.log.close()
+                except (OSError, pa.ArrowException) as exc:
+                    log.error("segment_close_failed topic=%s error=%r", topic.name, exc)
 
     def close(self) -> None:
         """Take no more messages; what is buffered is still parsed and delivered."""

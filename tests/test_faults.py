@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import resource
 import socket
+import threading
 import time
 
 import anyio
@@ -54,18 +56,25 @@ async def test_a_failure_inside_batch_processing_sends_that_batch_to_dead_letter
 
         stream.parser.parse_spans = faulty
         port = eng.tcp[0].port
+        first = lines(200, 10)
+        await anyio.to_thread.run_sync(send_tcp, port, first)
+        await wait_until(lambda: eng.stats("events")["received"] == 10)
         bad = lines(0, 20) + b'{"seq": 20, "name": "poison"}\n' + lines(21, 9) + b"{not json\n"
         await anyio.to_thread.run_sync(send_tcp, port, bad)
-        await wait_until(lambda: eng.stats("events")["received"] == 31)
+        await wait_until(lambda: eng.stats("events")["received"] == 41)
         await anyio.to_thread.run_sync(send_tcp, port, lines(100, 50))  # the stream goes on
-        await wait_until(lambda: len(column(rows, "seq")) == 50)
+        await wait_until(lambda: len(column(rows, "seq")) == 60)
         await wait_until(lambda: len(column(dead, "index")) == 31)
-    assert column(rows, "seq") == list(range(100, 150))
+    assert column(rows, "seq") == list(range(200, 210)) + list(range(100, 150))
     assert column(dead, "error") == ["internal_error"] * 31  # the whole batch, bad JSON too
-    assert column(dead, "index") == list(range(31))
+    assert column(dead, "index") == list(range(10, 41))
     assert b"\n".join(column(dead, "raw")) + b"\n" == bad
+    line_starts = [len(first)]
+    for line in bad.split(b"\n")[:-2]:
+        line_starts.append(line_starts[-1] + len(line) + 1)
+    assert column(dead, "offset") == line_starts  # where each message began in the stream
     stats = eng.stats("events")
-    assert stats["received"] == 81 == stats["accepted"] + stats["rejected"]
+    assert stats["received"] == 91 == stats["accepted"] + stats["rejected"]
     assert stats["errors"] == {"internal_error": 31}
     assert stream.pipeline.internal_errors >= 1
 
@@ -325,3 +334,199 @@ async def test_http_connections_beyond_the_limit_are_refused_not_queued():
         assert eng.http[0].limit_hits == {"max_connections": 1}
         for s in held:
             s.close()
+
+
+def _failing_fsync(monkeypatch, failures: list[int]):
+    """os.fsync that fails (EIO) for as long as ``failures`` holds a positive count."""
+    import engine.outputs.segments as segments
+
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", fsync)
+
+
+def test_a_failed_fsync_rewinds_the_log_to_its_last_good_fsync(tmp_path, monkeypatch):
+    schema = _batch(0).schema
+    log = SegmentLog.open(tmp_path / "t", schema, SegmentPolicy())
+    log.append([_batch(0), _batch(1)], sync=True)
+    log.append([_batch(2), _batch(3)])  # written, not yet fsynced
+    failures = [1]
+    _failing_fsync(monkeypatch, failures)
+    with pytest.raises(OSError):
+        log.sync()
+    # Linux may have dropped those pages while a second fsync reports success: 2 and 3
+    # are no longer trusted, the writer must write them again
+    assert log.next_seq == 2
+    log.append([_batch(2), _batch(3)], sync=True)
+    log.close()
+    got = list(SegmentLog.open(tmp_path / "t", schema, SegmentPolicy()).read(0))
+    assert [seq_of(b) for b in got] == [0, 1, 2, 3]
+    assert [b.column("v").to_pylist() for b in got] == [_batch(k).column("v").to_pylist() for k in range(4)]
+
+
+def test_a_failed_fsync_while_a_segment_rolls_can_be_retried(tmp_path, monkeypatch):
+    schema = _batch(0).schema
+    log = SegmentLog.open(tmp_path / "t", schema, SegmentPolicy(max_bytes=4096))
+    log.append([_batch(0)], sync=True)
+    log.append([_batch(1)])  # unsynced, and the segment is now full: the next append rolls
+    failures = [1]
+    _failing_fsync(monkeypatch, failures)
+    with pytest.raises(OSError):
+        log.append([_batch(2)])  # closing the full segment fails its fsync
+    assert log.next_seq == 1
+    for _ in range(2):  # the retry writes what the rewind took back, then goes on
+        log.append([_batch(k) for k in range(log.next_seq, 4)], sync=True)
+        if log.next_seq == 4:
+            break
+    log.close()
+    got = list(SegmentLog.open(tmp_path / "t", schema, SegmentPolicy(max_bytes=4096)).read(0))
+    assert [seq_of(b) for b in got] == [0, 1, 2, 3]
+
+
+async def test_interval_durability_writes_again_what_a_failed_fsync_took_back(tmp_path, monkeypatch):
+    cfg = load_config(
+        SERVICE_YAML.replace("    arenas: 3\n", "    arenas: 3\n    durability: {interval_ms: 20}\n")
+        + f"data_dir: {tmp_path}\n"
+    )
+    async with Engine(cfg) as eng:
+        failures = [2]
+        _failing_fsync(monkeypatch, failures)
+        url = f"{eng.http[0].url}/v1/streams/events"
+        answers = []
+        for k in range(4):
+            answers.append(await anyio.to_thread.run_sync(lambda k=k: _post(url, lines(k * 25, 25))))
+        assert answers == [(200, 25, 0)] * 4
+        assert failures == [0] and eng.streams["events"].pipeline.storage_errors >= 2
+        stored = list(eng.topics()["events"].log.read(0))
+    assert [seq_of(b) for b in stored] == list(range(len(stored)))
+    assert sorted(column(stored, "seq")) == list(range(100))  # each exactly once
+
+
+async def test_a_disk_that_never_recovers_answers_posts_with_what_was_not_stored(tmp_path):
+    cfg = load_config(SERVICE_YAML + f"data_dir: {tmp_path}\n")
+    async with Engine(cfg, shutdown_timeout=1.0) as eng:
+
+        def refuse(batches, sync=False):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        eng.topics()["events"].log.append = refuse
+        url = f"{eng.http[0].url}/v1/streams/events"
+        result = {}
+
+        def post() -> None:
+            import urllib.error
+
+            try:
+                _post(url, lines(0, 10))
+            except urllib.error.HTTPError as err:
+                result["status"], result["body"] = err.code, json.loads(err.read())
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        await wait_until(lambda: eng.streams["events"].pipeline.storage_errors >= 2)
+    # the shutdown ran out of time: the stuck writes were abandoned, not the answers
+    await anyio.to_thread.run_sync(poster.join, 30)
+    assert result["status"] == 503
+    assert result["body"]["not_stored"] == 10 and result["body"]["accepted"] == 10
+
+
+async def test_http_clients_that_hold_a_slot_without_finishing_a_request_are_closed():
+    cfg = load_config(with_limits("message_timeout_s: 0.5, max_header_bytes: 2KiB, max_connections: 3"))
+    async with Engine(cfg) as eng:
+        port = eng.http[0].port
+
+        def idle() -> float:  # connects and says nothing
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                began = time.perf_counter()
+                reply = s.recv(65536) if _wait_readable(s) else b"?"
+                assert reply.startswith(b"HTTP/1.1 408"), reply
+                return time.perf_counter() - began
+
+        def trickle_body() -> bytes:  # a fine head, then a body one byte every 0.2 s
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+                out = b""
+                try:
+                    for _ in range(100):
+                        s.sendall(b" ")
+                        time.sleep(0.2)
+                        s.setblocking(False)
+                        try:
+                            chunk = s.recv(65536)
+                        except BlockingIOError:
+                            chunk = None
+                        s.setblocking(True)
+                        if chunk is not None:
+                            return out + chunk
+                except OSError:
+                    return out
+                return b"still open"
+
+        def trailers() -> bytes:  # a chunked body whose trailers never end
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+                try:
+                    for k in range(200):
+                        s.sendall(b"X-T%d: %s\r\n" % (k, b"t" * 100))
+                except OSError:
+                    pass
+                s.settimeout(20)
+                return s.recv(65536)
+
+        assert 0.4 < await anyio.to_thread.run_sync(idle) < 10
+        started = time.perf_counter()
+        assert (await anyio.to_thread.run_sync(trickle_body)).startswith(b"HTTP/1.1 408")
+        assert time.perf_counter() - started < 5  # 0.5 s + the body grace, not 100 x 0.2 s
+        assert (await anyio.to_thread.run_sync(trailers)).startswith(b"HTTP/1.1 431")
+        hits = eng.http[0].limit_hits
+        assert hits["message_timeout"] == 2 and hits["max_header_bytes"] == 1
+        # and the slots are free again: a real request is served
+        status, accepted, _ = await anyio.to_thread.run_sync(
+            lambda: _post(f"{eng.http[0].url}/v1/streams/events", lines(0, 5))
+        )
+        assert (status, accepted) == (200, 5)
+
+
+def _wait_readable(s: socket.socket, timeout: float = 20) -> bool:
+    import select
+
+    return bool(select.select([s], [], [], timeout)[0])
+
+
+async def test_connections_that_each_hold_part_of_a_message_share_one_budget():
+    cfg = load_config(
+        """
+streams:
+  big:
+    fields:
+      seq: {type: int64, required: true}
+    batch: {max_bytes: 4MiB}
+    arenas: 2
+listen:
+  - {kind: tcp, port: 0, stream: big}
+limits: {max_message_bytes: 1MiB, max_partial_bytes: 1MiB}
+"""
+    )
+    async with Engine(cfg) as eng:
+        port = eng.tcp[0].port
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for k, s in enumerate(socks[:2]):
+            s.sendall(b'{"seq": %d, "pad": "' % k + b"x" * 400_000)
+        await wait_until(lambda: eng.tcp[0].connections == 3)
+        await anyio.sleep(0.2)  # both partials are held
+        socks[2].sendall(b'{"seq": 2, "pad": "' + b"y" * 400_000)  # 1.2 MB held in all: over
+        assert await anyio.to_thread.run_sync(_closed_by_peer, socks[2])
+        for s in socks[:2]:
+            s.sendall(b'"}\n')
+            s.close()
+        socks[2].close()
+        await wait_until(lambda: eng.stats("big")["received"] == 2 and eng.tcp[0].connections == 0)
+        assert eng.tcp[0].limit_hits == {"max_partial_bytes": 1}
+        assert eng.stats("big")["accepted"] == 2 and eng.stats("big")["discarded_partials"] == 1
+        assert eng.tcp[0]._partials.held == 0  # every connection gave its share back

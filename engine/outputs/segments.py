@@ -73,6 +73,13 @@ class Segment:
     modified: float  # wall-clock time of its last write (retention by age)
     closed: bool
     created: float = 0.0  # when it was started (rolling by age)
+    # the prefix an fsync has confirmed (a closed or recovered segment: all of it)
+    synced_bytes: int = -1
+    synced_next_seq: int = -1
+
+    def __post_init__(self) -> None:
+        if self.synced_bytes < 0:
+            self.synced_bytes, self.synced_next_seq = self.nbytes, self.next_seq
 
 
 @dataclass(frozen=True)
@@ -199,8 +206,9 @@ class SegmentLog:
 
     @property
     def nbytes(self) -> int:
-        with self._lock:
-            return sum(s.nbytes for s in self._segments)
+        """Bytes of segment files on disk. Lock-free (it only reads a list snapshot), so a
+        metrics scrape on the event loop never waits behind a slow disk write."""
+        return sum(s.nbytes for s in list(self._segments))
 
     def append(self, batches: Sequence[pa.RecordBatch], sync: bool = False) -> None:
         """Write batches numbered ``next_seq, next_seq + 1, ...`` (their stamps must agree);
@@ -220,7 +228,7 @@ class SegmentLog:
                 try:
                     self._writer.write_batch(batch, custom_metadata={SEQ_KEY: str(seq).encode()})
                 except OSError:
-                    self._abandon_active(active.nbytes)
+                    self._abandon_active(keep_unsynced=True)
                     raise
                 active.nbytes = self._sink.tell()
                 active.next_seq = self._next_seq = seq + 1
@@ -229,38 +237,72 @@ class SegmentLog:
             if sync:
                 self._sync_locked()
 
-    def _abandon_active(self, good: int) -> None:
-        """After a failed write (disk full, I/O error): cut the active segment back to its
-        last whole batch, close it, and leave the next append to start a new segment, so
-        a retried batch is written whole, after everything before it, or not at all."""
+    def _abandon_active(self, keep_unsynced: bool) -> None:
+        """After a failed write or fsync: close the active segment cut back to its last
+        whole batch (``keep_unsynced``, once an fsync confirms them) or to its last
+        confirmed fsync, and leave the next append to start a new segment. ``next_seq``
+        goes back with it, so the caller writes again whatever the log lost, in order.
+
+        After a failed fsync the kernel may have dropped the dirty pages while a second
+        fsync reports success (Linux), so nothing written since the last good fsync is
+        trusted: it is cut off and must be written again.
+        """
         active = self._segments[-1]
         sink, self._writer, self._sink = self._sink, None, None
-        with contextlib.suppress(OSError):
-            assert sink is not None
-            sink.close()  # the writer is dropped unclosed: its EOS would follow the torn bytes
-        try:
-            with open(active.path, "r+b") as f:
-                f.truncate(good)
-                f.seek(good)
-                f.write(EOS)
-                f.flush()
-                os.fsync(f.fileno())
-            active.nbytes = good + len(EOS)
-        except OSError:  # still failing: recovery cuts the tail at the next start instead
-            log.warning("segment_truncate_failed path=%s", active.path)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd, self._dirty = -1, False
+        fd, self._fd, self._dirty = self._fd, -1, False
         active.closed = True
+        with contextlib.suppress(OSError, pa.ArrowException):
+            if sink is not None:
+                sink.close()  # the writer is dropped unclosed: its EOS would follow torn bytes
+        with contextlib.suppress(OSError):
+            if fd >= 0:
+                os.close(fd)
+        if keep_unsynced and active.next_seq > active.synced_next_seq:
+            try:
+                self._cut(active, active.nbytes)
+                active.synced_bytes, active.synced_next_seq = active.nbytes, active.next_seq
+                return
+            except OSError:
+                pass  # not even that is sure to be on disk: fall back to the last good fsync
+        active.next_seq = self._next_seq = active.synced_next_seq
+        if active.next_seq == active.first_seq:  # no confirmed batch: drop the file
+            self._segments.pop()
+            with contextlib.suppress(OSError):
+                active.path.unlink()
+            return
+        try:
+            self._cut(active, active.synced_bytes)
+        except OSError:  # the cursor and recovery both stop at next_seq / the last whole batch
+            log.warning("segment_truncate_failed path=%s keep_batches_until=%d", active.path, active.next_seq)
+
+    @staticmethod
+    def _cut(segment: Segment, good: int) -> None:
+        """Truncate a segment file to ``good`` bytes (whole batches), end it, fsync it."""
+        with open(segment.path, "r+b") as f:
+            f.truncate(good)
+            f.seek(good)
+            f.write(EOS)
+            f.flush()
+            os.fsync(f.fileno())
+        segment.nbytes = good + len(EOS)
 
     def sync(self) -> None:
-        """fsync what was appended since the last sync (nothing when nothing was)."""
+        """fsync what was appended since the last sync (nothing when nothing was). If the
+        fsync fails, the log rewinds to its last good fsync (see ``_abandon_active``)."""
         with self._lock:
             self._sync_locked()
 
     def _sync_locked(self) -> None:
-        if self._dirty and self._fd >= 0:
+        if not self._dirty or self._fd < 0:
+            self._dirty = False
+            return
+        active = self._segments[-1]
+        try:
             os.fsync(self._fd)
+        except OSError:
+            self._abandon_active(keep_unsynced=False)
+            raise
+        active.synced_bytes, active.synced_next_seq = active.nbytes, active.next_seq
         self._dirty = False
 
     def _should_roll(self) -> bool:
@@ -274,40 +316,48 @@ class SegmentLog:
         if self._segments and self._segments[-1].first_seq == seq:
             self._segments.pop()  # an empty segment left by recovery: its file is reused
         path = self.directory / f"{seq:020d}{SUFFIX}"
-        sink = pa.OSFile(str(path), "wb")
+        sink = pa.OSFile(str(path), "wb")  # the schema is written with the first batch
         try:
-            self._writer = pa.ipc.new_stream(sink, self.schema)
-        except OSError:  # not even the schema fits: leave no file behind
-            with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            with contextlib.suppress(OSError, pa.ArrowException):
                 sink.close()
-            path.unlink(missing_ok=True)
             raise
-        self._sink = sink
-        self._fd = os.open(path, os.O_RDONLY)
+        # every resource is held: only now does the log's state change
+        self._sink, self._fd = sink, fd
+        self._writer = pa.ipc.new_stream(sink, self.schema)
         now = time.time()
-        self._segments.append(Segment(seq, path, seq, self._sink.tell(), now, False, now))
+        self._segments.append(Segment(seq, path, seq, 0, now, False, now, synced_bytes=0, synced_next_seq=seq))
         _sync_dir(self.directory)  # the new file's name survives a crash too
         self._enforce_retention_locked()
 
     def _close_active(self) -> None:
         if self._writer is None:
             return
-        self._writer.close()  # end-of-stream marker
-        assert self._sink is not None
         active = self._segments[-1]
-        active.nbytes = self._sink.tell()
-        self._sink.close()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        active.closed = True
+        try:
+            self._writer.close()  # end-of-stream marker
+            assert self._sink is not None
+            active.nbytes = self._sink.tell()
+            os.fsync(self._fd)
+        except (OSError, pa.ArrowException):
+            self._abandon_active(keep_unsynced=False)
+            raise
+        sink, fd = self._sink, self._fd
         self._writer, self._sink, self._fd, self._dirty = None, None, -1, False
+        active.closed = True
+        active.synced_bytes, active.synced_next_seq = active.nbytes, active.next_seq
+        with contextlib.suppress(OSError, pa.ArrowException):
+            sink.close()
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def close(self) -> None:
         """Close the active segment (end-of-stream marker, fsync). Idempotent."""
         with self._lock:
             if not self._closed:
+                self._closed = True  # even if the disk fails now: no append may follow
                 self._close_active()
-                self._closed = True
 
     # -- retention ------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ import functools
 import json
 import logging
 import socket
+import ssl
 import urllib.parse
 import zlib
 from collections import Counter
@@ -42,7 +43,7 @@ from anyio.abc import TaskStatus
 
 from engine.batcher import Receipt, StreamClosed
 from engine.config import Limits, ListenSpec
-from engine.framer import CHUNK_BYTES
+from engine.framer import CHUNK_BYTES, PartialBudget
 from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.outputs.hub import ConsumerDropped, Start, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
@@ -138,6 +139,7 @@ class HttpApi:
         self.stopping = False
         self.limit_hits: Counter[str] = Counter()  # limit name -> requests (or connections) it ended
         self.metrics: Callable[[], bytes] | None = None  # Prometheus text for GET /metrics
+        self.partials: PartialBudget | None = None  # unfinished lines across all POSTs
         self._posts = 0
         self._idle = anyio.Event()
         self._idle.set()
@@ -245,12 +247,13 @@ class HttpApi:
         framer = stream.framer("newline", receipt)
         inflater = _GzipBody() if gzipped else None
         taken = 0  # body bytes, after inflation
+        held = 0  # the partial last line, as the listener's budget counts it
         failure: tuple[int, str] | None = None
         try:
             while failure is None:
                 with anyio.move_on_after(stream.limits.message_timeout_s) as waited:
                     message = await receive()
-                if waited.cancelled_caught:  # a body that trickles (or stops) holds no slot
+                if waited.cancelled_caught:  # a body that stops (a trickle: http_protocol.py)
                     self._hit("message_timeout", scope)
                     failure = (408, f"body stalled for message_timeout_s ({stream.limits.message_timeout_s} s)")
                     break
@@ -266,6 +269,13 @@ class HttpApi:
                             failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
                             break
                         await framer.feed(data)
+                        if self.partials is not None:
+                            within = self.partials.update(held, framer.pending_bytes)
+                            held = framer.pending_bytes
+                            if not within:
+                                self._hit("max_partial_bytes", scope)
+                                failure = (503, "the server holds too many unfinished messages; retry")
+                                break
                 except zlib.error as exc:
                     failure = (400, f"bad gzip body: {exc}")
                 if not message.get("more_body", False):
@@ -276,10 +286,14 @@ class HttpApi:
                 await framer.finish()
         except StreamClosed:
             failure = (503, "shutting down")
+        if self.partials is not None:
+            self.partials.update(held, 0)
         if framer.discard():  # a partial last line of a failed body is not a message
             stream.stats.discarded_partials += 1
         receipt.close()
         await receipt.wait()
+        if failure is None and receipt.not_stored:
+            failure = (503, f"storage failed: {receipt.not_stored} messages reached consumers but not the segment log")
         if failure is None:
             return await _respond(send, 200, receipt.as_dict())
         if failure[0] != 499:
@@ -365,6 +379,7 @@ class HttpListener:
         self.limits = limits
         self.api = HttpApi(streams, token)
         self.limit_hits = self.api.limit_hits  # limit name -> requests it ended
+        self.api.partials = PartialBudget(int(limits.max_partial_bytes))
         self.port = spec.port
         self._server: _EmbeddedServer | None = None
 
@@ -401,6 +416,9 @@ class HttpListener:
             ssl_certfile=self.spec.tls.cert if self.spec.tls else None,
             ssl_keyfile=self.spec.tls.key if self.spec.tls else None,
         )
+        config.load()  # builds the TLS context, so it can be held to TCP's and Flight's floor
+        if config.ssl is not None:
+            config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self._server = _EmbeddedServer(config)
         task_status.started(self.port)
         await self._server.serve(sockets=[sock])

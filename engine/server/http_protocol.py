@@ -1,18 +1,24 @@
-"""uvicorn's httptools protocol with the two request limits it lacks.
+"""uvicorn's httptools protocol with the request limits it lacks.
 
-httptools buffers a request line and headers without bound (a 10 MB header is taken
-whole), and uvicorn has no deadline for a request head that trickles in (slowloris: a
-client sending one header byte every few seconds holds its connection, and its share of
-``max_connections``, forever). This subclass bounds both, per connection:
+httptools buffers a request line, headers and chunked-body trailers without bound (a
+10 MB header is taken whole), and uvicorn has no deadline for a request that trickles in:
+a client sending one byte every few seconds (slowloris) resets its keep-alive timer with
+each and holds its connection, and its share of ``max_connections``, forever. This
+subclass bounds every connection:
 
-* ``max_header_bytes``: the request line and headers together; beyond it, 431 and close;
-* ``message_timeout_s``: from a request's first byte to the end of its headers; beyond
-  it, 408 and close. (The body has its own deadline in the ASGI app, per chunk.)
-
-It also counts the requests uvicorn refuses with 503 for ``max_connections``.
+* ``max_header_bytes``: the request line and headers together, and the trailers of a
+  chunked body on their own; beyond it, 431 and close.
+* ``message_timeout_s``: a new connection must send its first request's head within it,
+  and so must every request from its first byte; a body then gets ``message_timeout_s``
+  (plus ``BODY_GRACE_S``) plus one second per ``MIN_BODY_BYTES_PER_S`` it sends (the way
+  Apache's mod_reqtimeout bounds bodies: large uploads over slow links pass, trickles
+  do not). Time in which uvicorn itself has
+  paused reading (the app is behind, backpressure) is not charged to the client. Beyond
+  it: 408 and close (or just close, when a response has already begun).
 
 Each hit is counted in ``hits`` (limit name -> connections closed) and logged once, as the
-connection closes with it. Everything else is uvicorn's.
+connection closes with it. It also counts the requests uvicorn refuses with 503 for
+``max_connections``. Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -26,23 +32,37 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("quiver.http")
 
+#: The slowest body a request may send, on average, once its first ``message_timeout_s``
+#: are spent.
+MIN_BODY_BYTES_PER_S = 64 << 10
+#: Extra time a body gets beyond ``message_timeout_s`` (see ``on_headers_complete``).
+BODY_GRACE_S = 1.0
+
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """One HTTP/1.1 connection, with its request heads bounded in size and time."""
+    """One HTTP/1.1 connection, with its requests bounded in size and time."""
 
     def __init__(
         self, *args: Any, max_header_bytes: int, message_timeout_s: float, hits: Counter[str], **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self._max_head = max_header_bytes
-        self._head_timeout = message_timeout_s
+        self._timeout = message_timeout_s
         self._hits = hits
         self._in_head = True  # bytes now arriving belong to a request line or headers
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._trailer_bytes = 0
+        self._deadline = 0.0  # loop time by which the message in progress must have ended
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.loop.time() + self._timeout)  # its first request must come
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -61,40 +81,78 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if rest:
             self.data_received(rest)
 
+    # -- parser callbacks ----------------------------------------------------------------
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
+        self._trailer_bytes = 0
+        if self._timer is None:  # the first request's clock started when it connected
+            self._arm(self.loop.time() + self._timeout)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: the rest of what was read is dropped
+        if not self._in_head:  # a trailer of a chunked body: bounded on its own
+            self._trailer_bytes += len(name) + len(value) + 4
+            if self._trailer_bytes > self._max_head:
+                return self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_head_timer()
+        # the body's clock starts now, a little later than the app's per-chunk deadline
+        # (engine/server/http.py), which answers a body that simply stops with the counts
+        # of what it took; this one catches the trickle that deadline never sees
+        self._deadline = self.loop.time() + self._timeout + BODY_GRACE_S
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._hits["max_connections"] += 1  # uvicorn answers 503 (and logs it)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._deadline += len(body) / MIN_BODY_BYTES_PER_S
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._disarm()  # between requests, uvicorn's keep-alive timeout applies
         self._in_head, self._head_bytes = True, 0  # a next request may follow
 
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            self._refuse(408, "message_timeout", "Request Timeout")
+    # -- the deadline --------------------------------------------------------------------
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _arm(self, deadline: float) -> None:
+        self._disarm()
+        self._deadline = deadline
+        self._timer = self.loop.call_at(deadline, self._check_deadline)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow is not None and self.flow.read_paused:
+            self._deadline = max(self._deadline, now) + 1.0  # we are the slow side: not charged
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+            return
+        self._refuse(408, "message_timeout", "Request Timeout")
 
     def _refuse(self, status: int, limit: str, phrase: str) -> None:
+        if self.transport.is_closing():
+            return
         self._hits[limit] += 1
+        self._disarm()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.warning("limit_hit listener=http peer=%s limit=%s action=closed status=%d", client, limit, status)
-        body = f'{{"error": "{phrase.lower()} ({limit})"}}'.encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, phrase.encode(), len(body), body)
-        )
+        if self.cycle is None or not self.cycle.response_started:
+            body = f'{{"error": "{phrase.lower()} ({limit})"}}'.encode()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, phrase.encode(), len(body), body)
+            )
         self.transport.close()

@@ -29,7 +29,7 @@ from anyio.streams.tls import TLSStream
 
 from engine.batcher import Batcher, StreamClosed
 from engine.config import Limits, ListenSpec
-from engine.framer import FrameFramer, LineFramer
+from engine.framer import FrameFramer, LineFramer, PartialBudget
 from engine.pipeline import StreamStats
 from engine.server.access import server_context
 
@@ -65,6 +65,7 @@ class TcpListener:
         self.port = spec.port
         self.refused = 0
         self.limit_hits: Counter[str] = Counter()  # limit name -> connections it closed
+        self._partials = PartialBudget(int(limits.max_partial_bytes))
         self.done = anyio.Event()
         self._ssl: ssl.SSLContext | None = None if spec.tls is None else server_context(spec.tls)
 
@@ -137,6 +138,7 @@ class TcpListener:
             reason = "eof"
             reader: ByteStream = stream  # with TLS: the TLSStream over it (see _handshake)
             began: float | None = None  # when the message now in progress began
+            held = 0  # this connection's partial message, as the listener's budget counts it
             try:
                 if self._ssl is not None:
                     reader = await self._handshake(stream, conn)
@@ -159,6 +161,12 @@ class TcpListener:
                         break
                     handed = framer.handed
                     await framer.feed(chunk)
+                    within = self._partials.update(held, framer.pending_bytes)
+                    held = framer.pending_bytes
+                    if not within:
+                        reason = "max_partial_bytes"
+                        self._hit(reason, peer)
+                        break
                     if not framer.in_message:
                         began = None
                     elif began is None or framer.handed != handed:
@@ -174,6 +182,7 @@ class TcpListener:
                 reason = "internal error"
             finally:
                 self._connections.discard(conn)
+                self._partials.update(held, 0)
                 if framer.discard():  # anything left is a message cut off mid-way
                     self._stats.discarded_partials += 1
             log.info("connection_closed listener=%s peer=%s reason=%s", self.url, peer, reason)
