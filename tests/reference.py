@@ -137,12 +137,44 @@ def _has_surrogate(s: str) -> bool:
     return any(0xD800 <= ord(c) <= 0xDFFF for c in s)
 
 
-def _depth(v: Any) -> int:
-    if isinstance(v, dict):
-        return 1 + max((_depth(x) for x in v.values()), default=0)
-    if isinstance(v, list):
-        return 1 + max((_depth(x) for x in v), default=0)
-    return 0
+def _nesting(text: str) -> int:
+    """The deepest container nesting of a well-formed JSON text, read off the text itself
+    (iteratively: no recursion limit; and every value counts, even one that a repeated key
+    later overwrote in the decoded dict)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _surrogate_strings(v: Any) -> bool:
+    """Whether any string (value or key) in a decoded JSON value holds a lone surrogate."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if _has_surrogate(x):
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
 
 
 def strict_loads(raw: bytes, max_depth: int = 64, reject_duplicates: bool = True) -> Any:
@@ -167,6 +199,8 @@ def strict_loads(raw: bytes, max_depth: int = 64, reject_duplicates: bool = True
         for k, v in items:
             if k in out:
                 dup.append(k)
+                if _surrogate_strings(out[k]):  # about to be overwritten: check it now
+                    surrogates.append(k)
             out[k] = v
         return out
 
@@ -189,18 +223,9 @@ def strict_loads(raw: bytes, max_depth: int = 64, reject_duplicates: bool = True
         raise ReferenceReject("invalid_json") from None
     except RecursionError:
         raise ReferenceReject("too_deep") from None
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str) and _has_surrogate(v):
-            surrogates.append(v)
-        elif isinstance(v, dict):
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    if surrogates:
+    if surrogates or _surrogate_strings(value):
         raise ReferenceReject("invalid_utf8")
-    if _depth(value) > max_depth:
+    if _nesting(text) > max_depth:
         raise ReferenceReject("too_deep")
     if not isinstance(value, dict):
         raise ReferenceReject("not_an_object")
@@ -690,13 +715,15 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
         f = float(node.value)
         if math.isinf(f):
             raise ReferenceReject("out_of_range")
+        # min/max apply to the number as written (its float64 value), before a float32
+        # column rounds it: max 1 refuses 1.00000004, max 0.1 takes 0.1 (README "Rules")
+        _check_bounds(spec, f)
         if t == "float32":
             with np.errstate(over="ignore"):
                 f32 = np.float32(f)
             if np.isinf(f32):
                 raise ReferenceReject("out_of_range")
             f = float(f32)
-        _check_bounds(spec, f)
         return f
     if t == "bool":
         if kind not in ("true", "false"):
