@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from engine.arena import LINES, ArenaPool
-from engine.batcher import Batcher, Receipt, StreamClosed
+from engine.batcher import TIMER_SLACK_S, Batcher, Receipt, StreamClosed
 from engine.config import BatchSpec
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +49,8 @@ async def test_linger_flushes_an_arena_that_stops_filling():
         with anyio.fail_after(10):
             arena = await flushed.receive()
         assert arena.messages == 1
+        # aimed TIMER_SLACK_S early (loop timers fire late), never earlier than that
+        assert arena.flushed_at - arena.opened_at >= 0.020 - TIMER_SLACK_S
         tg.cancel_scope.cancel()
 
 
