@@ -192,6 +192,8 @@ def _return_large_frees_to_the_os() -> None:
     fixed threshold keeps large buffers in mmap, returned to the OS when their batch is
     consumed. The process is ours, so this is set in ``quiver serve`` only, not in Engine.
     """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return  # the operator chose (glibc reads it at start): theirs stands
     try:
         import ctypes
 
