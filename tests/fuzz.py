@@ -80,38 +80,16 @@ from tests.reference import (
 # ---------------------------------------------------------------------------------------------
 # The schema: every type, every rule (min/max, enum, lengths, required, nullable), small limits
 
-FUZZ_YAML = """
+FUZZ_YAML = (
+    """
 streams:
   fuzz:
     format: ndjson
     unknown_fields: {unknown}
     fields:
-      i8: {{type: int8}}
-      i16: {{type: int16}}
-      i32: {{type: int32}}
-      i64: {{type: int64}}
-      u8: {{type: uint8}}
-      u16: {{type: uint16}}
-      u32: {{type: uint32}}
-      u64: {{type: uint64}}
-      f64: {{type: float64}}
-      f32: {{type: float32}}
-      s: {{type: string}}
-      ok: {{type: bool}}
-      ts_s: {{type: "timestamp[s]"}}
-      ts_ms: {{type: "timestamp[ms]"}}
-      ts_us: {{type: "timestamp[us, tz=UTC]"}}
-      ts_ns: {{type: "timestamp[ns]"}}
-      day: {{type: date32}}
-      blob: {{type: binary}}
-      event: {{type: enum, enum: [click, view, purchase, "ünï", "a\\"b"]}}
-      kind: {{type: string, enum: [x, y]}}
-      extra: {{type: json}}
-      user_id: {{type: int64, required: true, min: 1}}
-      ua: {{type: string, min_length: 2, max_length: 5}}
-      price: {{type: float64, min: -1.5, max: 1000000}}
-      small: {{type: int32, min: -10, max: 10}}
-      code: {{type: uint16, enum: [1, 2, 65535]}}
+"""
+    + S.ALL_TYPES_FIELDS  # the property tests' schema, plus bounds and rules of every kind:
+    + """      code: {{type: uint16, enum: [1, 2, 65535]}}
       big: {{type: int64, min: -1000000000000, max: 1000000000000}}
       unit: {{type: float32, min: -1, max: 1}}
       tag: {{type: binary, min_length: 1, max_length: 8}}
@@ -120,6 +98,7 @@ streams:
       name: {{type: string, nullable: false}}
 limits: {{max_depth: 8, max_message_bytes: 4KiB}}
 """
+)
 
 SCHEMAS = ("ignore", "reject")
 DEFAULT_BATCH = 20_000

@@ -61,3 +61,31 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
             await anyio.sleep(0.01)
+
+
+async def assert_pushed_back(eng, sock: socket.socket, data: bytes, first: int, sub: Subscription, total: int) -> None:
+    """Send ``data[first:]`` on ``sock`` from a thread while ``sub`` (not read yet) stalls
+    the ``events`` stream: TCP must hold the sender back (far less than 16 MB taken: socket
+    buffers, the arenas, a batch or two), and once ``sub`` reads, all ``total`` rows arrive."""
+    import threading
+
+    sent = [first]
+
+    def rest() -> None:
+        for lo in range(first, len(data), 1 << 16):
+            sock.sendall(data[lo : lo + (1 << 16)])
+            sent[0] += len(data[lo : lo + (1 << 16)])
+        sock.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=rest)
+    sender.start()
+    await wait_until(lambda: eng.streams["events"].batcher.saturated)
+    await anyio.sleep(1.0)
+    assert sent[0] < 16 << 20 and sender.is_alive()
+    rows = 0
+    with anyio.fail_after(120):
+        while rows < total:
+            rows += (await sub.next_batch()).num_rows
+    await anyio.to_thread.run_sync(sender.join)
+    sock.close()
+    assert rows == total

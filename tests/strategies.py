@@ -48,6 +48,37 @@ SPECIAL_CHARS = list('"\\/\b\f\n\r\t\x00\x01\x1f\x7f') + [
 ]
 
 
+#: Every type Quiver has, with a rule of each kind: the field lines of a stream config
+#: (a str.format template: braces doubled) shared by the property tests and the fuzzer.
+ALL_TYPES_FIELDS = """\
+      i8: {{type: int8}}
+      i16: {{type: int16}}
+      i32: {{type: int32}}
+      i64: {{type: int64}}
+      u8: {{type: uint8}}
+      u16: {{type: uint16}}
+      u32: {{type: uint32}}
+      u64: {{type: uint64}}
+      f64: {{type: float64}}
+      f32: {{type: float32}}
+      s: {{type: string}}
+      ok: {{type: bool}}
+      ts_s: {{type: "timestamp[s]"}}
+      ts_ms: {{type: "timestamp[ms]"}}
+      ts_us: {{type: "timestamp[us, tz=UTC]"}}
+      ts_ns: {{type: "timestamp[ns]"}}
+      day: {{type: date32}}
+      blob: {{type: binary}}
+      event: {{type: enum, enum: [click, view, purchase, "ünï", "a\\"b"]}}
+      kind: {{type: string, enum: [x, y]}}
+      extra: {{type: json}}
+      user_id: {{type: int64, required: true, min: 1}}
+      ua: {{type: string, min_length: 2, max_length: 5}}
+      price: {{type: float64, min: -1.5, max: 1000000}}
+      small: {{type: int32, min: -10, max: 10}}
+"""
+
+
 def rand_char(rnd: random.Random) -> str:
     r = rnd.random()
     if r < 0.45:

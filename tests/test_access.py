@@ -17,7 +17,7 @@ import pyarrow.flight as fl
 import pytest
 
 from engine import ConfigError, Engine, load_config
-from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
+from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -289,23 +289,4 @@ async def test_a_tls_producer_ahead_of_the_stream_is_pushed_back(token, cert):
         sock = await anyio.to_thread.run_sync(
             lambda: client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1")
         )
-        sent = [0]
-
-        def produce() -> None:
-            for lo in range(0, len(data), 1 << 16):
-                sock.sendall(data[lo : lo + (1 << 16)])
-                sent[0] += len(data[lo : lo + (1 << 16)])
-            sock.shutdown(socket.SHUT_WR)
-
-        sender = threading.Thread(target=produce)
-        sender.start()
-        await wait_until(lambda: eng.streams["events"].batcher.saturated)
-        await anyio.sleep(1.0)
-        assert sent[0] < 16 << 20 and sender.is_alive()
-        rows = 0
-        with anyio.fail_after(120):
-            while rows < total:
-                rows += (await sub.next_batch()).num_rows
-        await anyio.to_thread.run_sync(sender.join)
-        sock.close()
-    assert rows == total
+        await assert_pushed_back(eng, sock, data, 0, sub, total)

@@ -26,41 +26,19 @@ from tests.reference import (
     judge,
     same_value,
 )
-from tests.strategies import FLOAT_TEXT, messages, mutated_messages
+from tests.strategies import ALL_TYPES_FIELDS, FLOAT_TEXT, messages, mutated_messages
 
-ALL_TYPES_YAML = """
+ALL_TYPES_YAML = (
+    """
 streams:
   all:
     format: ndjson
     unknown_fields: {unknown}
     fields:
-      i8: {{type: int8}}
-      i16: {{type: int16}}
-      i32: {{type: int32}}
-      i64: {{type: int64}}
-      u8: {{type: uint8}}
-      u16: {{type: uint16}}
-      u32: {{type: uint32}}
-      u64: {{type: uint64}}
-      f64: {{type: float64}}
-      f32: {{type: float32}}
-      s: {{type: string}}
-      ok: {{type: bool}}
-      ts_s: {{type: "timestamp[s]"}}
-      ts_ms: {{type: "timestamp[ms]"}}
-      ts_us: {{type: "timestamp[us, tz=UTC]"}}
-      ts_ns: {{type: "timestamp[ns]"}}
-      day: {{type: date32}}
-      blob: {{type: binary}}
-      event: {{type: enum, enum: [click, view, purchase, "ünï", "a\\"b"]}}
-      kind: {{type: string, enum: [x, y]}}
-      extra: {{type: json}}
-      user_id: {{type: int64, required: true, min: 1}}
-      ua: {{type: string, min_length: 2, max_length: 5}}
-      price: {{type: float64, min: -1.5, max: 1000000}}
-      small: {{type: int32, min: -10, max: 10}}
-limits: {{max_depth: 16}}
 """
+    + ALL_TYPES_FIELDS
+    + "limits: {{max_depth: 16}}\n"
+)
 
 NUMBERS_YAML = """
 streams:

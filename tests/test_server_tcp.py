@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from engine import Engine, load_config
-from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
+from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message, send_tcp
 
 pytestmark = pytest.mark.anyio
 
@@ -112,24 +112,4 @@ async def test_a_producer_ahead_of_the_stream_from_its_first_byte_is_pushed_back
         sub = eng.subscribe("events")
         sock = socket.create_connection(("127.0.0.1", eng.tcp[0].port))
         sock.sendall(data[:first])  # blocking, on the loop's thread: nothing is read meanwhile
-        sent = [first]
-
-        def rest() -> None:
-            for lo in range(first, len(data), 1 << 16):
-                sock.sendall(data[lo : lo + (1 << 16)])
-                sent[0] += len(data[lo : lo + (1 << 16)])
-            sock.shutdown(socket.SHUT_WR)
-
-        sender = threading.Thread(target=rest)
-        sender.start()
-        await wait_until(lambda: eng.streams["events"].batcher.saturated)
-        await anyio.sleep(1.0)
-        # socket buffers (a few MB each way), 2 arenas and a batch or two: far from 40 MB
-        assert sent[0] < 16 << 20 and sender.is_alive()
-        rows = 0
-        with anyio.fail_after(120):
-            while rows < total:
-                rows += (await sub.next_batch()).num_rows
-        await anyio.to_thread.run_sync(sender.join)
-        sock.close()
-    assert rows == total
+        await assert_pushed_back(eng, sock, data, first, sub, total)
