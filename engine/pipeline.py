@@ -222,12 +222,14 @@ class Pipeline:
             except LogError as exc:
                 self.storage_errors += 1
                 log.error("storage_refused stream=%s error=%s action=not_stored", self.parser.stream.name, exc)
+                self._forget_kept()
                 return False
             except (OSError, pa.ArrowException) as exc:
                 failures += 1
                 self.storage_errors += 1
                 if self._abandoned:
                     log.error("storage_abandoned stream=%s error=%r", self.parser.stream.name, exc)
+                    self._forget_kept()
                     return False
                 if failures == 1:
                     log.error("storage_failed stream=%s error=%r action=retrying", self.parser.stream.name, exc)
@@ -237,6 +239,12 @@ class Pipeline:
             if failures:
                 log.warning("storage_recovered stream=%s failed_attempts=%d", self.parser.stream.name, failures)
             return True
+
+    def _forget_kept(self) -> None:
+        """Given up on storing what is kept: hold no memory for it."""
+        for kept in self._kept.values():
+            kept.clear()
+        self._kept_bytes = 0
 
     def abandon_storage(self) -> None:
         """Stop retrying failed segment writes (shutdown): what is left is published
