@@ -52,7 +52,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -447,10 +447,10 @@ class Maker:
         return raw[:at] + b" " * pad + raw[at:]
 
 
-def _member_colons(b: bytearray) -> list[int]:
-    """Positions of the colons outside string literals."""
-    out, in_str, esc = [], False, False
-    for k, c in enumerate(b):
+def _outside_strings(raw: bytes | bytearray) -> Iterator[tuple[int, int]]:
+    """(position, byte) of every byte outside string literals (quotes excluded)."""
+    in_str = esc = False
+    for k, c in enumerate(raw):
         if in_str:
             if esc:
                 esc = False
@@ -460,9 +460,13 @@ def _member_colons(b: bytearray) -> list[int]:
                 in_str = False
         elif c == 0x22:
             in_str = True
-        elif c == 0x3A:
-            out.append(k)
-    return out
+        else:
+            yield k, c
+
+
+def _member_colons(b: bytearray) -> list[int]:
+    """Positions of the colons outside string literals."""
+    return [k for k, c in _outside_strings(b) if c == 0x3A]
 
 
 def _value_end(b: bytearray, a: int) -> int:
@@ -924,19 +928,9 @@ def _structural_cuts(raw: bytes) -> list[bytes]:
     element of an array (with its comma), or without whitespace outside strings."""
     cuts: list[tuple[int, int]] = []
     stack: list[list[int]] = []
-    in_str = esc = False
     spaces = []
-    for k, c in enumerate(raw):
-        if in_str:
-            if esc:
-                esc = False
-            elif c == 0x5C:
-                esc = True
-            elif c == 0x22:
-                in_str = False
-        elif c == 0x22:
-            in_str = True
-        elif c in b"{[":
+    for k, c in _outside_strings(raw):
+        if c in b"{[":
             stack.append([k])
         elif c == 0x2C and stack:
             stack[-1].append(k)
