@@ -128,9 +128,11 @@ def allocation_probe(batches: int, batch_messages: int = 65536) -> dict[str, dic
                 for _ in range(batches):
                     framer = stream.framer()
                     before = sys.getallocatedblocks()
-                    await framer.feed(half)
+                    framer.feed(half)
+                    await framer.sink.drain()
                     deltas.append(sys.getallocatedblocks() - before)  # what a batch in progress holds
-                    await framer.finish()
+                    framer.finish()
+                    await framer.sink.drain()
                     batch = await sub.next_batch()  # the linger flushes it
                     assert batch.num_rows == half.count(b"\n")
                     receipt = await eng.ingest("clickstream", data)

@@ -10,6 +10,7 @@ connections behind them: that is how producers feel backpressure.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,18 +117,38 @@ class Batcher:
         """True when no arena is free: the pipeline is behind, new work would only wait."""
         return self._pool.available == 0 and (self._current is None or self._current.used >= self._max_bytes)
 
-    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+    def add_nowait(self, parts: tuple, kind: int, count: int, owner: Any = None) -> bool:
+        """Copy ``parts`` (``count`` whole messages of framing ``kind``) into the current
+        arena, or a free one, if that needs no wait; False (nothing taken) if it would."""
+        if self._closed:
+            raise StreamClosed("stream is shutting down")
         size = sum(len(p) for p in parts)
-        while True:
-            if self._closed:
-                raise StreamClosed("stream is shutting down")
-            arena = self._current
-            if arena is not None and arena.room() >= size:
-                break
+        arena = self._current
+        if arena is None or arena.room() < size:
             if arena is not None:
                 if arena.used == 0:
                     raise ValueError(f"{size} bytes cannot fit an arena of {arena.capacity}")
-                self.flush()
+                self.flush()  # full enough: on to the pipeline now, whether or not one is free
+            if self._acquiring.locked():  # someone already waits for an arena: queue behind
+                return False
+            arena = self._pool.try_acquire()
+            if arena is None:
+                return False
+            self._current = arena
+            self._generation += 1
+        if arena.used == 0:
+            arena.opened_at = anyio.current_time()
+            self._armed.set()
+        arena.add_messages(parts, kind, count, owner)
+        if owner is not None:
+            owner.add_region()
+        if arena.messages >= self._max_messages or arena.used >= self._max_bytes or self._linger == 0:
+            self.flush()
+        return True
+
+    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+        """``add_nowait``, waiting for a free arena when none is (backpressure)."""
+        while not self.add_nowait(parts, kind, count, owner):
             async with self._acquiring:
                 if self._current is None and not self._closed:
                     waited = self._pool.available == 0
@@ -140,14 +161,6 @@ class Batcher:
                         raise StreamClosed("stream is shutting down")
                     self._current = arena
                     self._generation += 1
-        if arena.used == 0:
-            arena.opened_at = anyio.current_time()
-            self._armed.set()
-        arena.add_messages(parts, kind, count, owner)
-        if owner is not None:
-            owner.add_region()
-        if arena.messages >= self._max_messages or arena.used >= self._max_bytes or self._linger == 0:
-            self.flush()
 
     def flush(self) -> None:
         """Hand the current arena to the pipeline now, if it holds anything."""
@@ -183,3 +196,46 @@ class Batcher:
         self.flush()
         self._closed = True
         self._flushed.close()
+
+
+class Outbox:
+    """One producer's whole messages on their way into a stream's batcher.
+
+    A framer puts them here synchronously, straight from a read. While the stream has room
+    they go into the arena at once (the copy the data path allows); when it has none they
+    are copied out of the read buffer and kept, in order, and the producer stops reading
+    until ``drain`` has added them: that wait is the backpressure producers feel. A
+    producer's reads stop as soon as it is ``blocked``, so one read's worth is the most
+    that waits here.
+    """
+
+    def __init__(self, batcher: Batcher, owner: Any = None) -> None:
+        self._batcher = batcher
+        self._owner = owner
+        self._waiting: deque[tuple[tuple, int, int]] = deque()
+
+    @property
+    def blocked(self) -> bool:
+        """Messages are waiting for a free arena: stop reading until ``drain`` returns."""
+        return bool(self._waiting)
+
+    def put(self, parts: tuple, kind: int, count: int) -> None:
+        """Take ``count`` whole messages of framing ``kind``, the concatenation of ``parts``
+        (which may view a buffer the caller reuses after this returns)."""
+        if not self._waiting and self._batcher.add_nowait(parts, kind, count, self._owner):
+            return
+        self._waiting.append((tuple(bytes(p) for p in parts), kind, count))
+
+    async def drain(self) -> None:
+        """Wait until everything put so far is in an arena."""
+        while self._waiting:
+            parts, kind, count = self._waiting[0]
+            await self._batcher.add(parts, kind, count, self._owner)
+            self._waiting.popleft()
+
+    def clear(self) -> int:
+        """The producer is gone (or the stream closed): drop what waits; returns how many
+        messages that was."""
+        dropped = sum(count for _, _, count in self._waiting)
+        self._waiting.clear()
+        return dropped

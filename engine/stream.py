@@ -15,9 +15,9 @@ from pathlib import Path
 import anyio
 import pyarrow as pa
 
-from engine.arena import ArenaPool, arena_capacity
+from engine.arena import CHUNK_BYTES, ArenaPool, arena_capacity
 from engine.arrow import DEAD_LETTER_SCHEMA
-from engine.batcher import Batcher, Receipt
+from engine.batcher import Batcher, Outbox, Receipt
 from engine.config import Limits, StreamConfig
 from engine.framer import FrameFramer, LineFramer
 from engine.outputs.hub import Topic
@@ -85,15 +85,20 @@ class Stream:
         return self.pipeline.stats
 
     def framer(self, framing: str = "newline", owner: Receipt | None = None) -> LineFramer | FrameFramer:
+        """A framer for one producer, putting into its own ``Outbox`` (``framer.sink``)."""
         cls = LineFramer if framing == "newline" else FrameFramer
-        return cls(self.batcher, int(self.limits.max_message_bytes), owner)
+        return cls(Outbox(self.batcher, owner), int(self.limits.max_message_bytes))
 
     async def ingest(self, data: bytes | bytearray | memoryview, framing: str = "newline") -> Receipt:
         """Feed one submission and wait until its messages are parsed and handed to the outputs."""
         receipt = Receipt()
         framer = self.framer(framing, receipt)
-        await framer.feed(data)
-        await framer.finish()
+        view = memoryview(data)
+        for lo in range(0, len(view), CHUNK_BYTES):  # a read's worth at a time: bounded copies
+            framer.feed(view[lo : lo + CHUNK_BYTES])
+            await framer.sink.drain()
+        framer.finish()
+        await framer.sink.drain()
         receipt.close()
         return await receipt.wait()
 

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from engine.arena import LINES, ArenaPool
-from engine.batcher import TIMER_SLACK_S, Batcher, Receipt, StreamClosed
+from engine.batcher import TIMER_SLACK_S, Batcher, Outbox, Receipt, StreamClosed
 from engine.config import BatchSpec
 
 pytestmark = pytest.mark.anyio
@@ -90,3 +90,39 @@ async def test_receipt_completes_once_closed_and_every_region_settled():
         await receipt.wait()
     assert (receipt.accepted, receipt.rejected) == (2, 3)
     assert [e["index"] for e in receipt.errors] == [2, 3]  # second region starts at message 3
+
+
+async def test_outbox_adds_at_once_while_there_is_room_then_keeps_order_until_drained():
+    pool, batcher, flushed = _batcher(arenas=1, max_messages=2)
+    outbox = Outbox(batcher)
+    read = bytearray(b'{"a":1}\n{"a":2}\n')  # a read buffer the caller reuses
+    outbox.put((memoryview(read),), LINES, 2)  # fits: straight into the arena, and flushed
+    assert not outbox.blocked
+    read[:] = b'{"a":3}\n{"a":4}\n'
+    outbox.put((memoryview(read)[:8],), LINES, 1)  # no free arena: copied, kept
+    outbox.put((memoryview(read)[8:],), LINES, 1)  # and so is what comes after it, in order
+    read[:] = b"X" * 16  # the caller's buffer is reused: what waits is a copy
+    assert outbox.blocked
+    first = flushed.receive_nowait()
+    assert bytes(first.data[: first.used]) == b'{"a":1}\n{"a":2}\n'
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(outbox.drain)
+        await anyio.sleep(0.05)
+        assert outbox.blocked  # still no arena: the drain waits, nothing is dropped
+        pool.release(first)
+    assert not outbox.blocked
+    second = flushed.receive_nowait()
+    assert bytes(second.data[: second.used]) == b'{"a":3}\n{"a":4}\n' and second.messages == 2
+
+
+async def test_an_append_that_needs_no_wait_does_not_jump_the_queue():
+    pool, batcher, flushed = _batcher(arenas=1, max_messages=1)
+    await batcher.add((MSG,), LINES, 1)  # the only arena is queued
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.add, (b'{"first":1}\n',), LINES, 1)
+        await anyio.sleep(0.05)  # it waits for the arena
+        pool.release(flushed.receive_nowait())
+        # the arena is on its way to the waiter: an append that does not wait must queue
+        assert not batcher.add_nowait((b'{"second":1}\n',), LINES, 1)
+    arena = flushed.receive_nowait()
+    assert bytes(arena.data[: arena.used]) == b'{"first":1}\n'

@@ -13,8 +13,6 @@ from engine.arena import FRAMES, LINES
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
 from kernels.framing import frame_length_prefixed, frame_lines, scan_length_prefixed
 
-pytestmark = pytest.mark.anyio
-
 
 class Sink:
     """Records each append as the bytes it would copy into an arena."""
@@ -22,7 +20,7 @@ class Sink:
     def __init__(self) -> None:
         self.appends: list[tuple[bytes, int, int]] = []
 
-    async def add(self, parts, kind, count, owner=None):
+    def put(self, parts, kind, count):
         self.appends.append((b"".join(bytes(p) for p in parts), kind, count))
 
     def data(self) -> bytes:
@@ -46,35 +44,35 @@ cuts = st.lists(st.integers(0, 10_000), max_size=12)
 
 @settings(max_examples=150, deadline=None)
 @given(msgs=messages, cut=cuts, terminated=st.booleans())
-async def test_line_framer_appends_whole_lines_whatever_the_reads(msgs, cut, terminated):
+def test_line_framer_appends_whole_lines_whatever_the_reads(msgs, cut, terminated):
     data = b"\n".join(msgs) + (b"\n" if terminated and msgs else b"")
     sink = Sink()
     framer = LineFramer(sink, max_message_bytes=1000)
     for piece in _splits(data, cut):
-        await framer.feed(piece)
+        framer.feed(piece)
         # every append but the closing one ends at a line boundary
         assert all(d.endswith(b"\n") for d, _, _ in sink.appends)
-    await framer.finish()
+    framer.finish()
     assert all(kind == LINES for _, kind, _ in sink.appends)
     assert _lines_of(sink.data()) == _lines_of(data)
 
 
-async def test_line_framer_counts_lines_per_append():
+def test_line_framer_counts_lines_per_append():
     sink = Sink()
     framer = LineFramer(sink, 100)
-    await framer.feed(b'{"a":1}\n{"a":2}\n{"a"')
-    await framer.feed(b":3}\n")
+    framer.feed(b'{"a":1}\n{"a":2}\n{"a"')
+    framer.feed(b":3}\n")
     assert [(d, c) for d, _, c in sink.appends] == [(b'{"a":1}\n{"a":2}\n', 2), (b'{"a":3}\n', 1)]
 
 
-async def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
+def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
     sink = Sink()
     framer = LineFramer(sink, max_message_bytes=16)
-    await framer.feed(b'{"ok":1}\n{"big":"' + b"x" * 30)
-    await framer.feed(b"y" * 5000)  # never buffered: the framer is already skipping
+    framer.feed(b'{"ok":1}\n{"big":"' + b"x" * 30)
+    framer.feed(b"y" * 5000)  # never buffered: the framer is already skipping
     assert framer.pending_bytes == 0
-    await framer.feed(b'zz"}\n{"ok":2}\n')
-    await framer.finish()
+    framer.feed(b'zz"}\n{"ok":2}\n')
+    framer.finish()
     first, prefix, last = sink.appends
     assert first == (b'{"ok":1}\n', LINES, 1) and last == (b'{"ok":2}\n', LINES, 1)
     # the first max + 1 bytes, as one length-prefixed message: rejected as too_large
@@ -82,31 +80,31 @@ async def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
 
 
 @pytest.mark.parametrize("line", [b"abcd\r\r", b" " * 10])
-async def test_oversize_needs_max_plus_two_bytes_and_survives_blanks(line):
+def test_oversize_needs_max_plus_two_bytes_and_survives_blanks(line):
     sink = Sink()
     framer = LineFramer(sink, max_message_bytes=4)
-    await framer.feed(line[:5])  # max + 1 bytes: "abcd\r" + LF would be a 4-byte line
+    framer.feed(line[:5])  # max + 1 bytes: "abcd\r" + LF would be a 4-byte line
     assert sink.appends == []
-    await framer.feed(line[5:])
-    await framer.finish()
+    framer.feed(line[5:])
+    framer.finish()
     assert sink.appends == [((5).to_bytes(4, "big") + line[:5], FRAMES, 1)]
 
 
-async def test_long_input_is_appended_in_bounded_pieces():
+def test_long_input_is_appended_in_bounded_pieces():
     sink = Sink()
     framer = LineFramer(sink, 1000)
     data = b'{"k":"' + b"v" * 90 + b'"}\n'
-    await framer.feed(data * 10_000)
+    framer.feed(data * 10_000)
     assert max(len(d) for d, _, _ in sink.appends) <= CHUNK_BYTES + 1000
     assert sink.data() == data * 10_000 and sum(c for _, _, c in sink.appends) == 10_000
 
 
-async def test_broken_connection_discards_its_partial_message():
+def test_broken_connection_discards_its_partial_message():
     sink = Sink()
     framer = LineFramer(sink, 100)
-    await framer.feed(b'{"a":1}\n{"a":')
+    framer.feed(b'{"a":1}\n{"a":')
     assert framer.discard() == 5
-    await framer.finish()
+    framer.finish()
     assert sink.data() == b'{"a":1}\n'
 
 
@@ -116,38 +114,38 @@ def _frame(body: bytes) -> bytes:
 
 @settings(max_examples=150, deadline=None)
 @given(msgs=st.lists(st.binary(max_size=60), max_size=25), cut=cuts)
-async def test_frame_framer_appends_whole_frames_whatever_the_reads(msgs, cut):
+def test_frame_framer_appends_whole_frames_whatever_the_reads(msgs, cut):
     data = b"".join(_frame(m) for m in msgs)
     sink = Sink()
     framer = FrameFramer(sink, max_message_bytes=1000)
     for piece in _splits(data, cut):
-        await framer.feed(piece)
-    await framer.finish()
+        framer.feed(piece)
+    framer.finish()
     assert sink.data() == data
     assert sum(c for _, _, c in sink.appends) == len(msgs)
     assert all(kind == FRAMES for _, kind, _ in sink.appends)
 
 
 @pytest.mark.parametrize("step", [1, 3, 7, 1 << 20])
-async def test_oversize_frame_keeps_max_plus_one_bytes_then_resyncs(step):
+def test_oversize_frame_keeps_max_plus_one_bytes_then_resyncs(step):
     big = b"B" * 100
     data = _frame(b"first") + _frame(big) + _frame(b"after")
     sink = Sink()
     framer = FrameFramer(sink, max_message_bytes=10)
     for lo in range(0, len(data), step):
-        await framer.feed(data[lo : lo + step])
-    await framer.finish()
+        framer.feed(data[lo : lo + step])
+    framer.finish()
     out = np.frombuffer(sink.data(), np.uint8)
     s, e, consumed = frame_length_prefixed(out, 0, len(out))
     assert consumed == len(out)
     assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"first", big[:11], b"after"]
 
 
-async def test_truncated_frame_at_the_end_is_one_message_with_its_header():
+def test_truncated_frame_at_the_end_is_one_message_with_its_header():
     sink = Sink()
     framer = FrameFramer(sink, 100)
-    await framer.feed(_frame(b"ok") + b"\x00\x00\x00\x09abc")
-    await framer.finish()
+    framer.feed(_frame(b"ok") + b"\x00\x00\x00\x09abc")
+    framer.finish()
     out = np.frombuffer(sink.data(), np.uint8)
     s, e, _ = frame_length_prefixed(out, 0, len(out))
     assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"ok", b"\x00\x00\x00\x09abc"]

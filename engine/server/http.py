@@ -268,7 +268,8 @@ class HttpApi:
                             self._hit("max_body_bytes", scope)
                             failure = (413, f"body exceeds max_body_bytes ({limit}) after {taken - len(data)} bytes")
                             break
-                        await framer.feed(data)
+                        framer.feed(data)
+                        await framer.sink.drain()
                         if self.partials is not None:
                             within = self.partials.update(held, framer.pending_bytes)
                             held = framer.pending_bytes
@@ -283,9 +284,11 @@ class HttpApi:
             if failure is None and inflater is not None and not inflater.complete:
                 failure = (400, "gzip body ended early")
             if failure is None:
-                await framer.finish()
+                framer.finish()
+                await framer.sink.drain()
         except StreamClosed:
             failure = (503, "shutting down")
+            framer.sink.clear()
         if self.partials is not None:
             self.partials.update(held, 0)
         if framer.discard():  # a partial last line of a failed body is not a message

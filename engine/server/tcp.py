@@ -1,13 +1,18 @@
 """TCP producers: one listener per ``listen`` entry of kind ``tcp``, bound to one stream.
 
-Each connection reads large chunks and hands them to a framer (newline or length-prefixed),
-which moves whole messages into the stream's current arena. While the stream has no free
-arena the connection simply stops reading, so the kernel's socket buffers fill and TCP
-pushes back on the producer. A broken connection loses only its own partial message
-(counted); connections beyond ``max_connections`` are refused at once, one silent for
-``idle_timeout_s`` is closed, and so is one whose message has not ended ``message_timeout_s``
-after it began (a slowloris trickle). Each limit hit is counted in ``limit_hits`` and
-logged once, as it closes its connection.
+Reads are the hot path, so each connection is an asyncio ``BufferedProtocol``: the event
+loop reads into one buffer the listener shares, and the read is framed in the callback
+that delivered it, its whole messages copied straight into the stream's current arena.
+A read costs no task switch, cancel scope or timer; deadlines are checked by one lazy
+timer per connection that fires only when a deadline may have passed.
+
+While the stream has no free arena a connection stops reading (its last read waits in its
+``Outbox``), so the kernel's socket buffers fill and TCP pushes back on the producer. A
+broken connection loses only its own partial message (counted); connections beyond
+``max_connections`` are refused at once, one silent for ``idle_timeout_s`` is closed, and
+so is one whose message has not ended ``message_timeout_s`` after it began (a slowloris
+trickle; time the stream held the connection back is not charged to it). Each limit hit
+is counted in ``limit_hits`` and logged once, as it closes its connection.
 
 With ``tls: {cert, key}`` the listener speaks TLS (``tls://``): the handshake must end
 within ``message_timeout_s``, and a client that fails it (plain text, say) is closed having
@@ -18,16 +23,16 @@ by TLS.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
 from collections import Counter
-from dataclasses import dataclass
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskStatus
-from anyio.streams.tls import TLSStream
+from anyio.abc import TaskGroup, TaskStatus
 
-from engine.batcher import Batcher, StreamClosed
+from engine.batcher import Batcher, Outbox, StreamClosed
 from engine.config import Limits, ListenSpec
 from engine.framer import FrameFramer, LineFramer, PartialBudget
 from engine.pipeline import StreamStats
@@ -38,16 +43,7 @@ log = logging.getLogger("quiver.tcp")
 READ_BYTES = 256 << 10
 DRAIN_QUIET_S = 0.25  # on shutdown, a producer silent this long has sent everything
 DRAIN_MAX_S = 5.0  # and no producer delays shutdown longer than this
-
-
-@dataclass(eq=False)
-class _Connection:
-    peer: str
-    scope: anyio.CancelScope | None = None  # set while waiting for bytes: stop() cancels it
-
-
-class _HandshakeFailed(Exception):
-    """A TLS client that did not complete the handshake; the message is the reason."""
+BACKLOG = 4096  # pending connections the kernel queues (it caps this at somaxconn)
 
 
 class TcpListener:
@@ -58,14 +54,21 @@ class TcpListener:
         self._batcher = batcher
         self._limits = limits
         self._stats = stats
-        self._connections: set[_Connection] = set()
-        self._accepting = anyio.CancelScope()
+        self._connections: set[_Producer] = set()
         self._stopping = False
+        self._stopped_at = 0.0
         self._drain_until = 0.0
+        self._stop_requested = anyio.Event()
+        self._all_closed = anyio.Event()
+        self._tasks: TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.port = spec.port
         self.refused = 0
         self.limit_hits: Counter[str] = Counter()  # limit name -> connections it closed
         self._partials = PartialBudget(int(limits.max_partial_bytes))
+        # every read lands here and is framed before the next one: one buffer serves all
+        # connections, so ten thousand idle producers hold no read buffers
+        self._read_buffer = memoryview(bytearray(READ_BYTES))
         self.done = anyio.Event()
         self._ssl: ssl.SSLContext | None = None if spec.tls is None else server_context(spec.tls)
 
@@ -74,16 +77,21 @@ class TcpListener:
         return f"{'tls' if self._ssl else 'tcp'}://{self.spec.host}:{self.port}"
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.spec.host, local_port=self.spec.port)
-        self.port = listener.extra(SocketAttribute.local_port)
+        loop = self._loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Producer(self), sock=await _bind(self.spec.host, self.spec.port))
+        self.port = server.sockets[0].getsockname()[1]
         try:
-            async with anyio.create_task_group() as connections:
-                with self._accepting:
-                    task_status.started(self.port)
-                    await listener.serve(self._handle, task_group=connections)
-                await listener.aclose()
-            # leaving the task group waited for every connection to hand over its last bytes
+            async with anyio.create_task_group() as tasks:  # TLS handshakes and waits for arenas
+                self._tasks = tasks
+                task_status.started(self.port)
+                await self._stop_requested.wait()
+                server.close()
+                if self._connections:
+                    await self._all_closed.wait()  # each hands over its last bytes first
         finally:
+            server.close()
+            for conn in list(self._connections):  # cancelled: whatever is left goes now
+                conn.close("cancelled", abort=True)
             self.done.set()
 
     def stop(self) -> None:
@@ -94,135 +102,293 @@ class TcpListener:
         thrown away; then it closes, discarding (and counting) a partial last message.
         """
         self._stopping = True
-        self._drain_until = anyio.current_time() + DRAIN_MAX_S
-        self._accepting.cancel()
-        for conn in self._connections:
-            if conn.scope is not None:
-                conn.scope.deadline = min(conn.scope.deadline, anyio.current_time() + DRAIN_QUIET_S)
+        self._stopped_at = anyio.current_time()
+        self._drain_until = self._stopped_at + DRAIN_MAX_S
+        self._stop_requested.set()
+        for conn in list(self._connections):
+            conn.stopping()
 
     @property
     def connections(self) -> int:
         return len(self._connections)
 
-    def _read_deadline(self, message_began: float | None) -> tuple[float, str]:
-        """When the next read must have come, and the limit that says so. Silence is
-        allowed for ``idle_timeout_s``; a message that has begun must end within
+    def deadline(self, last_read: float, began: float | None) -> tuple[float, str]:
+        """When a connection must next have sent something, and the limit that says so.
+        Silence is allowed for ``idle_timeout_s``; a message that has begun must end within
         ``message_timeout_s`` however its bytes trickle (slowloris)."""
-        now = anyio.current_time()
         if self._stopping:
-            return min(now + DRAIN_QUIET_S, self._drain_until), "shutdown"
-        idle = now + self._limits.idle_timeout_s
-        if message_began is not None and message_began + self._limits.message_timeout_s < idle:
-            return message_began + self._limits.message_timeout_s, "message_timeout"
+            return min(max(last_read, self._stopped_at) + DRAIN_QUIET_S, self._drain_until), "shutdown"
+        idle = last_read + self._limits.idle_timeout_s
+        if began is not None and began + self._limits.message_timeout_s < idle:
+            return began + self._limits.message_timeout_s, "message_timeout"
         return idle, "idle_timeout"
 
-    def _hit(self, limit: str, peer: str) -> None:
+    def hit(self, limit: str, peer: str) -> None:
         """Count a limit hit and log it: once per connection, since each closes it."""
         self.limit_hits[limit] += 1
         log.warning("limit_hit listener=%s peer=%s limit=%s action=closed", self.url, peer, limit)
 
-    async def _handle(self, stream: SocketStream) -> None:
-        _read_only_on_receive(stream)
-        async with stream:
-            address = stream.extra(SocketAttribute.remote_address, None)  # None after an early reset
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-            if len(self._connections) >= self._limits.max_connections:
-                self.refused += 1
-                self.limit_hits["max_connections"] += 1
-                log.warning("connection_refused listener=%s peer=%s reason=max_connections", self.url, peer)
-                return
-            conn = _Connection(peer)
-            self._connections.add(conn)
-            cls = LineFramer if self.spec.framing == "newline" else FrameFramer
-            framer = cls(self._batcher, int(self._limits.max_message_bytes))
-            reason = "eof"
-            reader: ByteStream = stream  # with TLS: the TLSStream over it (see _handshake)
-            began: float | None = None  # when the message now in progress began
-            held = 0  # this connection's partial message, as the listener's budget counts it
-            try:
-                if self._ssl is not None:
-                    reader = await self._handshake(stream, conn)
-                while True:
-                    deadline, limit = self._read_deadline(began)
-                    with anyio.CancelScope(deadline=deadline) as scope:
-                        conn.scope = scope
-                        try:
-                            chunk = await reader.receive(READ_BYTES)
-                        except anyio.EndOfStream:
-                            chunk = None
-                    conn.scope = None
-                    if scope.cancelled_caught:
-                        reason = "shutdown" if self._stopping else limit
-                        if reason != "shutdown":
-                            self._hit(reason, peer)
-                        break
-                    if chunk is None:
-                        await framer.finish()  # a clean end completes an unterminated last line
-                        break
-                    handed = framer.handed
-                    await framer.feed(chunk)
-                    within = self._partials.update(held, framer.pending_bytes)
-                    held = framer.pending_bytes
-                    if not within:
-                        reason = "max_partial_bytes"
-                        self._hit(reason, peer)
-                        break
-                    if not framer.in_message:
-                        began = None
-                    elif began is None or framer.handed != handed:
-                        began = anyio.current_time()  # a new message is under way
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                reason = f"broken: {exc!r}"
-            except StreamClosed:
-                reason = "stream closed"
-            except _HandshakeFailed as exc:
-                reason = str(exc)
-            except Exception:  # a fault here must cost this connection only, never the listener
-                log.exception("connection_failed listener=%s peer=%s", self.url, peer)
-                reason = "internal error"
-            finally:
-                self._connections.discard(conn)
-                self._partials.update(held, 0)
-                if framer.discard():  # anything left is a message cut off mid-way
-                    self._stats.discarded_partials += 1
-            log.info("connection_closed listener=%s peer=%s reason=%s", self.url, peer, reason)
-
-    async def _handshake(self, stream: SocketStream, conn: _Connection) -> TLSStream:
-        """The server side of the TLS handshake, bounded by ``message_timeout_s`` so a silent
-        client cannot hold a connection slot, and cut short by ``stop``.
-
-        The TLSStream reads through ``stream``, whose transport stays paused outside its
-        ``receive`` (``_read_only_on_receive``), so TLS producers are pushed back the same
-        way. ``standard_compatible=False``: producers may close without a TLS close_notify
-        (most do), and closing never waits for the peer's.
-        """
-        deadline = anyio.current_time() + self._limits.message_timeout_s
+    def admit(self, conn: _Producer) -> bool:
         if self._stopping:
-            deadline = min(deadline, self._drain_until)
+            return False
+        if len(self._connections) >= self._limits.max_connections:
+            self.refused += 1
+            self.limit_hits["max_connections"] += 1
+            log.warning("connection_refused listener=%s peer=%s reason=max_connections", self.url, conn.peer)
+            return False
+        self._connections.add(conn)
+        return True
+
+    def closed(self, conn: _Producer, reason: str) -> None:
+        """``conn`` is gone: release what it held and account for its partial message."""
+        self._connections.discard(conn)
+        self._partials.update(conn.held, 0)
+        if conn.framer.discard():  # anything left is a message cut off mid-way
+            self._stats.discarded_partials += 1
+        log.info("connection_closed listener=%s peer=%s reason=%s", self.url, conn.peer, reason)
+        if self._stopping and not self._connections:
+            self._all_closed.set()
+
+
+async def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket (the first address ``host`` resolves to, as the HTTP listener)."""
+    family, _, _, _, address = (await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+class _Producer(asyncio.BufferedProtocol):
+    """One producer connection: reads framed in place, deadlines, backpressure, TLS."""
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.BaseTransport | None = None
+        self.peer = "?"
+        limits = listener._limits
+        cls = LineFramer if listener.spec.framing == "newline" else FrameFramer
+        self.framer = cls(Outbox(listener._batcher), int(limits.max_message_bytes))
+        self.outbox: Outbox = self.framer.sink
+        self.held = 0  # this connection's partial message, as the listener's budget counts it
+        self.began: float | None = None  # when the message now in progress began
+        self.last_read = 0.0
+        self.reading = False  # bytes may arrive (handshake over, not held back)
+        self.gone = False  # the transport is lost
+        self.ended = False  # accounted for and forgotten
+        self.reason = "eof"
+        self.eof = False
+        self.busy = False  # a task (handshake, wait for an arena) owns the connection
+        self.scope: anyio.CancelScope | None = None  # the handshake's: stop() cancels it
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        address = transport.get_extra_info("peername")
+        self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        if not self.listener.admit(self):
+            self.ended = True
+            transport.close()
+            return
+        self.last_read = anyio.current_time()
+        if self.listener._ssl is not None:
+            transport.pause_reading()  # nothing is read before the handshake takes over
+            self._run(self._handshake)
+        else:
+            self.reading = True
+            self._arm()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.listener._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # bytes can come while reads are held back (TLS delivers what it has decrypted):
+        # they are framed all the same, and queue in the outbox behind what waits there
+        if self.ended:
+            return
+        listener = self.listener
+        framer = self.framer
+        now = listener._loop.time()
+        self.last_read = now
+        try:
+            handed = framer.handed
+            framer.feed(listener._read_buffer[:nbytes])
+        except StreamClosed:
+            self.close("stream closed")
+            return
+        except Exception:  # a fault here must cost this connection only, never the listener
+            log.exception("connection_failed listener=%s peer=%s", listener.url, self.peer)
+            self.close("internal error")
+            return
+        within = listener._partials.update(self.held, framer.pending_bytes)
+        self.held = framer.pending_bytes
+        if not framer.in_message:
+            self.began = None
+        elif self.began is None:
+            self.began = now  # a message is under way: its deadline may come before the timer
+            if self.reading and now + listener._limits.message_timeout_s < self._timer_at:
+                self._cancel_timer()
+                self._arm()
+        elif framer.handed != handed:
+            self.began = now  # a new message is under way (a later deadline: timer stays)
+        if not within:
+            listener.hit("max_partial_bytes", self.peer)
+            self.close("max_partial_bytes")
+        elif self.outbox.blocked and not self.busy:
+            self._hold_back()
+
+    def eof_received(self) -> bool:
+        """The producer is done. The transport may close at once (Quiver never writes):
+        what waits in the outbox is copied out of the read buffer, and the connection is
+        accounted for only once it is in an arena."""
+        if self.ended:
+            return False
+        self.eof = True
+        self.reading = False
+        self._cancel_timer()
+        try:
+            self.framer.finish()  # a clean end completes an unterminated last line
+        except StreamClosed:
+            self.reason = "stream closed"
+            return False
+        if self.outbox.blocked and not self.busy:
+            self._run(self._drain)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.reading = False
+        if exc is not None and self.reason == "eof":
+            self.reason = f"broken: {exc!r}"
+        self._cancel_timer()
+        if not self.busy:
+            self._end()
+
+    # -- the connection's life -----------------------------------------------------------
+    def stopping(self) -> None:
+        """The listener is stopping: handshakes end now, reads once the producer is quiet."""
+        if self.scope is not None:
+            self.scope.cancel()
+        if self.reading:
+            self._cancel_timer()
+            self._arm()
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        if self.reason == "eof" or abort:
+            self.reason = reason
+        self.reading = False
+        self._cancel_timer()
+        if self.transport is not None and not self.gone:
+            self.transport.abort() if abort else self.transport.close()
+        if abort:  # cancelled: no connection_lost will come in time
+            self.gone = True
+            self.busy = False
+            self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.outbox.clear()
+        self.listener.closed(self, self.reason)
+
+    def _run(self, work) -> None:
+        """Hand the connection to ``work`` (a coroutine function) in the listener's tasks."""
+        self.busy = True
+        self.listener._tasks.start_soon(self._owned, work)
+
+    async def _owned(self, work) -> None:
+        try:
+            await work()
+        except Exception:  # a fault here must cost this connection only, never the listener
+            log.exception("connection_failed listener=%s peer=%s", self.listener.url, self.peer)
+            self.close("internal error")
+        finally:
+            self.busy = False
+            if self.gone:
+                self._end()
+
+    def _hold_back(self) -> None:
+        """No free arena: stop reading (TCP pushes back) until the waiting messages are in."""
+        self.reading = False
+        self._cancel_timer()
+        self.transport.pause_reading()
+        self._run(self._drain)
+
+    async def _drain(self) -> None:
+        """Wait until the outbox is empty, then read again (the transport is paused)."""
+        held_since = anyio.current_time()
+        try:
+            await self.outbox.drain()
+        except StreamClosed:
+            self.close("stream closed")
+            return
+        if self.gone or self.ended or self.eof:
+            return
+        now = anyio.current_time()
+        if self.began is not None:  # time the stream held us back is not the producer's
+            self.began += now - held_since
+        self.last_read = now
+        self.reading = True
+        self.transport.resume_reading()
+        self._arm()
+
+    async def _handshake(self) -> None:
+        listener = self.listener
+        deadline = anyio.current_time() + listener._limits.message_timeout_s
         with anyio.CancelScope(deadline=deadline) as scope:
-            conn.scope = scope
+            self.scope = scope
             try:
-                return await TLSStream.wrap(stream, server_side=True, ssl_context=self._ssl, standard_compatible=False)
-            except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:  # ssl.SSLError is an OSError
+                self.transport = await asyncio.get_running_loop().start_tls(
+                    self.transport, self, listener._ssl, server_side=True, ssl_handshake_timeout=None
+                )
+            except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
                 detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else repr(exc)
-                raise _HandshakeFailed(f"tls_handshake_failed: {detail}") from None
+                self._abandon(f"tls_handshake_failed: {detail}")
+                return
             finally:
-                conn.scope = None
-        if self._stopping:
-            raise _HandshakeFailed("shutdown")
-        self._hit("message_timeout", conn.peer)
-        raise _HandshakeFailed("tls_handshake_timeout")
+                self.scope = None
+        if not scope.cancelled_caught:
+            if self.gone or self.eof:
+                return
+            if self.outbox.blocked:  # what TLS delivered at once found no free arena
+                self.transport.pause_reading()
+                await self._drain()
+                return
+            self.last_read = anyio.current_time()
+            self.reading = True
+            self._arm()
+        elif listener._stopping:
+            self._abandon("shutdown")
+        else:
+            listener.hit("message_timeout", self.peer)
+            self._abandon("tls_handshake_timeout")
 
+    def _abandon(self, reason: str) -> None:
+        """The handshake failed: start_tls has closed the transport, and asyncio tells no
+        protocol of a connection lost mid-handshake, so it counts as gone now."""
+        self.close(reason)
+        self.gone = True
 
-def _read_only_on_receive(stream: SocketStream) -> None:
-    """Make an accepted connection read only while its handler waits in ``receive``.
+    # -- deadlines: one lazy timer ---------------------------------------------------------
+    def _arm(self) -> None:
+        deadline, _ = self.listener.deadline(self.last_read, self.began)
+        self._timer = self.listener._loop.call_at(deadline, self._check)
+        self._timer_at = deadline
 
-    anyio (4.x, asyncio backend) leaves accepted sockets reading, and its ``receive`` pauses
-    the transport only after a wait on an empty queue. A producer that is faster than the
-    stream from its first bytes on therefore never gets paused: every read is queued in
-    memory, TCP never pushes back, and at full speed the server grew to 5.7 GB and 33 s of
-    latency. Paused here, the transport reads one wait's worth at a time.
-    """
-    transport = getattr(stream, "_transport", None)  # anyio's asyncio SocketStream
-    if transport is not None and hasattr(transport, "pause_reading") and transport.is_reading():
-        transport.pause_reading()
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        """The deadline set when the timer was armed has come; reads since may have moved it."""
+        self._timer = None
+        if not self.reading:
+            return
+        deadline, limit = self.listener.deadline(self.last_read, self.began)
+        if self.listener._loop.time() < deadline:
+            self._arm()
+            return
+        if limit != "shutdown":
+            self.listener.hit(limit, self.peer)
+        self.close(limit)
