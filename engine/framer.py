@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.arena import CHUNK_BYTES, FRAMES, LINES
-from kernels.framing import scan_length_prefixed
+from kernels.framing import scan_length_prefixed, scan_lines
 
 __all__ = ["CHUNK_BYTES", "FrameFramer", "LineFramer", "PartialBudget", "warm_framing"]
 
@@ -35,6 +35,7 @@ def warm_framing() -> None:
     """Load (or compile) the kernels framers call, before any connection needs them."""
     buf = _readonly(b"\x00\x00\x00\x02{}\n")
     scan_length_prefixed(buf, 0, len(buf), 16)
+    scan_lines(buf, 0, len(buf), False)
 
 
 class PartialBudget:
@@ -86,23 +87,17 @@ class LineFramer:
             self._feed(view[lo : lo + CHUNK_BYTES])
 
     def _feed(self, chunk: memoryview) -> None:
-        newline = np.frombuffer(chunk, np.uint8) == 10  # vectorised, like the count below
-        if self._skipping:
-            if not newline.any():
-                return
-            nl = int(np.argmax(newline))
-            self._skipping = False
-            chunk, newline = chunk[nl + 1 :], newline[nl + 1 :]
-        lines = int(np.count_nonzero(newline))
+        first, last, lines = scan_lines(_readonly(chunk), 0, len(chunk), self._skipping)
+        if first < 0:
+            return  # still inside the oversize line
+        self._skipping = False
         if not lines:
-            self._carry += chunk
+            self._carry += chunk[first:]
         else:
-            nl = len(newline) - 1 - int(np.argmax(newline[::-1]))  # the last LF
-            head = chunk[: nl + 1]
-            self.sink.put((self._carry, head), LINES, lines)
+            self.sink.put((self._carry, chunk[first : last + 1]), LINES, lines)
             self.handed += lines
             self._carry.clear()
-            self._carry += chunk[nl + 1 :]
+            self._carry += chunk[last + 1 :]
         if len(self._carry) >= self._max + 2:
             # max + 2 bytes without an LF: even after a CR is trimmed the line is too large.
             # Its first max + 1 bytes go on as one length-prefixed message, so the kernels

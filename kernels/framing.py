@@ -155,3 +155,33 @@ def scan_length_prefixed(buf, start, end, max_len):
         n += 1
         p += 4 + length
     return p, n
+
+
+@njit(nogil=True, cache=True)
+def scan_lines(buf, start, end, skip_first):
+    """What a newline framer needs of one read, in one call: (first, last, count).
+
+    ``first``: the position after the first LF when ``skip_first`` (the rest of an oversize
+    line is being dropped; -1 when there is none), else ``start``; ``count``: the LFs in buf[first:end]; ``last``:
+    the position of the last of them (-1 when ``count`` is 0). The last LF is searched
+    backwards, so only the count walks the whole read.
+    """
+    first = start
+    if skip_first:
+        first = -1
+        for p in range(start, end):
+            if buf[p] == 10:
+                first = p + 1
+                break
+        if first < 0:
+            return -1, -1, 0
+    last = -1
+    p = end - 1
+    while p >= first:
+        if buf[p] == 10:
+            last = p
+            break
+        p -= 1
+    if last < 0:
+        return first, -1, 0
+    return first, last, _count_newlines(buf, first, last + 1)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.arena import FRAMES, LINES
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
-from kernels.framing import frame_length_prefixed, frame_lines, scan_length_prefixed
+from kernels.framing import frame_length_prefixed, frame_lines, scan_length_prefixed, scan_lines
 
 
 class Sink:
@@ -166,3 +166,21 @@ def test_scan_length_prefixed_matches_a_naive_walk():
             p, n = p + 4 + length, n + 1
         buf = np.frombuffer(data, np.uint8)
         assert scan_length_prefixed(buf, 0, len(data), limit) == (p, n)
+
+
+def _scan_lines_reference(data: bytes, skip_first: bool) -> tuple[int, int, int]:
+    first = 0
+    if skip_first:
+        nl = data.find(b"\n")
+        if nl < 0:
+            return -1, -1, 0
+        first = nl + 1
+    last = data.rfind(b"\n", first)
+    return first, last, data.count(b"\n", first)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=80).map(lambda b: b.replace(b"a", b"\n")), skip=st.booleans())
+def test_scan_lines_matches_a_naive_reference(data, skip):
+    buf = np.frombuffer(data, np.uint8)
+    assert scan_lines(buf, 0, len(buf), skip) == _scan_lines_reference(data, skip)
