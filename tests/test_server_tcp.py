@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from engine import Engine, load_config
-from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message, send_tcp
+from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +113,35 @@ async def test_a_producer_ahead_of_the_stream_from_its_first_byte_is_pushed_back
         sock = socket.create_connection(("127.0.0.1", eng.tcp[0].port))
         sock.sendall(data[:first])  # blocking, on the loop's thread: nothing is read meanwhile
         await assert_pushed_back(eng, sock, data, first, sub, total)
+
+
+async def test_time_the_stream_holds_a_producer_back_is_not_charged_to_its_message():
+    """message_timeout_s bounds how long a producer takes over a message, not how long the
+    stream kept it from reading: a message under way when the stream stalled for longer
+    than the limit is taken whole once the stream moves again."""
+    yaml = SERVICE_YAML.replace(
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
+    ).replace("limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 4KiB, message_timeout_s: 0.5}")
+    line = message(1, "x" * 15) + b"\n"
+    async with Engine(load_config(yaml)) as eng:
+        sub = eng.subscribe("events")  # not read yet: the stream stalls
+        port = eng.tcp[0].port
+        flood = socket.create_connection(("127.0.0.1", port))
+        slow = socket.create_connection(("127.0.0.1", port))
+        rows = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, flood.sendall, line * 20_000)
+            await wait_until(lambda: eng.streams["events"].batcher.saturated)
+            slow.sendall(line * 10 + line[:10])  # one read, ending mid-message, held back
+            await anyio.sleep(1.5)  # three message timeouts
+            with anyio.fail_after(60):
+                while rows < 20_010:
+                    rows += (await sub.next_batch()).num_rows
+        slow.sendall(line[10:])  # the rest of the message under way
+        with anyio.fail_after(30):
+            while rows < 20_011:
+                rows += (await sub.next_batch()).num_rows
+        assert eng.tcp[0].limit_hits["message_timeout"] == 0
+        flood.close()
+        slow.close()

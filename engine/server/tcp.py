@@ -78,11 +78,13 @@ class TcpListener:
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Producer(self), sock=await _bind(self.spec.host, self.spec.port))
+        sock = await _bind(self.spec.host, self.spec.port)
+        server = await loop.create_server(lambda: _Producer(self), sock=sock, start_serving=False)
         self.port = server.sockets[0].getsockname()[1]
         try:
             async with anyio.create_task_group() as tasks:  # TLS handshakes and waits for arenas
-                self._tasks = tasks
+                self._tasks = tasks  # before the first connection, which may need it
+                await server.start_serving()
                 task_status.started(self.port)
                 await self._stop_requested.wait()
                 server.close()
