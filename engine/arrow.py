@@ -8,6 +8,8 @@ kernel. Nothing here loops over messages in Python.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 import pyarrow as pa
@@ -16,7 +18,7 @@ import pyarrow.compute as pc
 from engine.schema import Column, CompiledSchema
 from kernels import tables as tb
 from kernels.errors import ERROR_NAMES, UNKNOWN_KEY
-from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING, gather
+from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING, gather, gather_column
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -32,17 +34,11 @@ DEAD_LETTER_SCHEMA = pa.schema(
 _ERROR_NAMES = pa.array(ERROR_NAMES, pa.string())
 _NO_REJECTS = pa.RecordBatch.from_pylist([], schema=DEAD_LETTER_SCHEMA)
 _INT32_MAX = (1 << 31) - 1
+_NO_ROWS = np.empty(0, np.int64)
 
 
 def _chunks(m: int) -> int:
     return max(1, min(m, numba.get_num_threads() * 4))
-
-
-def _validity(valid: np.ndarray) -> pa.Buffer | None:
-    """Arrow validity bitmap of a bool mask, or None when every row is valid."""
-    if valid.all():
-        return None
-    return pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
 def _take(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -64,27 +60,36 @@ def gather_spans(
     data = np.empty(int(offsets[-1]), np.uint8)
     if len(rows):
         gather(buf, start, end, rows, offsets, data, mode, _chunks(len(rows)))
-    if not large:
-        if offsets[-1] > _INT32_MAX:
-            raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
-        offsets = offsets.astype(np.int32)
-    return pa.py_buffer(offsets), pa.py_buffer(data)
+    return _arrow_offsets(offsets, data, large)
 
 
-def _column(col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarray | None, m: int) -> pa.Array:
-    state = _take(cols.state[col.index], rows)
-    valid = state == tb.STATE_VALUE
-    validity = _validity(valid)
+@functools.cache
+def _dictionary(values: tuple[str, ...]) -> pa.Array:
+    return pa.array(values, pa.string())
+
+
+def _column(
+    col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarray | None, m: int, valid: np.ndarray, full: bool
+) -> pa.Array:
+    """The Arrow column of ``col`` for the kept rows; ``valid`` marks which hold a value
+    (``full``: all of them)."""
+    validity = None if full else pa.py_buffer(np.packbits(valid, bitorder="little"))
     kind = col.kind
     if kind in (tb.KIND_STRING, tb.KIND_JSON, tb.KIND_BINARY):
         s = col.span_slot
-        lengths = np.where(valid, _take(cols.spans[tb.SPAN_LEN, s], rows), 0)
         mode = {tb.KIND_STRING: COPY_STRING, tb.KIND_JSON: COPY_RAW, tb.KIND_BINARY: COPY_BASE64}[kind]
-        all_rows = np.arange(m, dtype=np.int64) if rows is None else rows
-        offsets, data = gather_spans(
-            buf, cols.spans[tb.SPAN_START, s], cols.spans[tb.SPAN_END, s], lengths, all_rows, mode
+        offsets, data = gather_column(
+            buf,
+            cols.state[col.index],
+            cols.spans[tb.SPAN_START, s],
+            cols.spans[tb.SPAN_END, s],
+            cols.spans[tb.SPAN_LEN, s],
+            _NO_ROWS if rows is None else rows,
+            rows is None,
+            mode,
+            _chunks(m),
         )
-        return pa.Array.from_buffers(col.arrow_type, m, [validity, offsets, data])
+        return pa.Array.from_buffers(col.arrow_type, m, [validity, *_arrow_offsets(offsets, data)])
     if kind in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
         values = _take(cols.floats[col.slot], rows)
         if kind == tb.KIND_FLOAT32:
@@ -97,7 +102,7 @@ def _column(col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarra
         )
     if kind == tb.KIND_ENUM:
         indices = pa.Array.from_buffers(pa.int32(), m, [validity, pa.py_buffer(values.astype(np.int32))])
-        return pa.DictionaryArray.from_arrays(indices, pa.array(col.enum_values, pa.string()))
+        return pa.DictionaryArray.from_arrays(indices, _dictionary(col.enum_values))
     if kind == tb.KIND_DATE:
         values = values.astype(np.int32)
     elif kind == tb.KIND_UINT64:
@@ -107,11 +112,23 @@ def _column(col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarra
     return pa.Array.from_buffers(col.arrow_type, m, [validity, pa.py_buffer(values)])
 
 
+def _arrow_offsets(offsets: np.ndarray, data: np.ndarray, large: bool = False) -> tuple[pa.Buffer, pa.Buffer]:
+    """Arrow (offsets, data) buffers: 32-bit offsets unless ``large``."""
+    if not large:
+        if offsets[-1] > _INT32_MAX:
+            raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
+        offsets = offsets.astype(np.int32)
+    return pa.py_buffer(offsets), pa.py_buffer(data)
+
+
 def build_batch(
     schema: CompiledSchema, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarray | None, m: int
 ) -> pa.RecordBatch:
     """The record batch of the accepted rows (``rows``; None: all ``m`` messages)."""
-    arrays = [_column(c, cols, buf, rows, m) for c in schema.columns]
+    state = cols.state if rows is None else cols.state[:, rows]
+    valid = state == tb.STATE_VALUE  # every column's validity at once: fixed costs are per call
+    full = valid.all(axis=1).tolist()
+    arrays = [_column(c, cols, buf, rows, m, valid[c.index], full[c.index]) for c in schema.columns]
     return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow_schema)
 
 
