@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -290,3 +291,22 @@ async def test_a_tls_producer_ahead_of_the_stream_is_pushed_back(token, cert):
             lambda: client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1")
         )
         await assert_pushed_back(eng, sock, data, 0, sub, total)
+
+
+async def test_a_tls_producer_that_never_reads_does_not_hold_up_shutdown(token, cert):
+    """Closing a TLS connection sends close_notify; a producer that never reads never
+    answers it, and waiting for the answer (asyncio's default: 30 s) would take the whole
+    shutdown timeout. What the producer sent is still delivered."""
+    cfg = load_config(tls_yaml(cert))
+    async with Engine(cfg) as eng:
+        sub = eng.subscribe("events")
+        raw = socket.create_connection(("127.0.0.1", eng.tcp[0].port))
+        sock = await anyio.to_thread.run_sync(
+            lambda: client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1")
+        )
+        await anyio.to_thread.run_sync(sock.sendall, message(1) + b"\n")
+        with anyio.fail_after(30):
+            assert (await sub.next_batch()).num_rows == 1
+        began = time.perf_counter()
+    assert time.perf_counter() - began < 10
+    sock.close()

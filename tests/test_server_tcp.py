@@ -145,3 +145,37 @@ async def test_time_the_stream_holds_a_producer_back_is_not_charged_to_its_messa
         assert eng.tcp[0].limit_hits["message_timeout"] == 0
         flood.close()
         slow.close()
+
+
+async def test_whole_messages_of_a_connection_closed_for_the_partial_budget_still_go_in():
+    """A read that completes messages and also starts one that takes the listener past
+    max_partial_bytes closes the connection, while the stream has no free arena: the
+    partial is discarded (counted), the completed messages are not."""
+    yaml = SERVICE_YAML.replace(
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
+    ).replace("limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 60KiB, max_partial_bytes: 1MiB}")
+    line = message(1, "x" * 15) + b"\n"
+    async with Engine(load_config(yaml)) as eng:
+        sub = eng.subscribe("events")  # not read yet: the stream stalls
+        port = eng.tcp[0].port
+        holders = [socket.create_connection(("127.0.0.1", port)) for _ in range(17)]
+        for h in holders:  # partials that stay: 17 x 60,000 bytes of the 1 MiB budget
+            h.sendall(b'{"seq": 1, "name": "' + b"h" * (60_000 - 20))
+        await wait_until(lambda: eng.tcp[0]._partials.held == 17 * 60_000)
+        # the stream is stalled through another listener (its own partial budget)
+        flood = socket.create_connection(("127.0.0.1", eng.tcp[1].port))
+        frame = struct.pack(">I", len(line) - 1) + line[:-1]
+        rows = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, flood.sendall, frame * 20_000)
+            await wait_until(lambda: eng.streams["events"].batcher.saturated)
+            closed = socket.create_connection(("127.0.0.1", port))
+            closed.sendall(line * 10 + b'{"seq": 2, "name": "' + b"c" * 40_000)
+            await wait_until(lambda: eng.tcp[0].limit_hits["max_partial_bytes"] == 1)
+            with anyio.fail_after(60):
+                while rows < 20_010:
+                    rows += (await sub.next_batch()).num_rows
+        assert eng.stats("events")["discarded_partials"] == 1
+        for s in (*holders, flood, closed):
+            s.close()

@@ -91,6 +91,7 @@ class TcpListener:
                 if self._connections:
                     await self._all_closed.wait()  # each hands over its last bytes first
         finally:
+            self._tasks = None  # a connection accepted from now on is refused
             server.close()
             for conn in list(self._connections):  # cancelled: whatever is left goes now
                 conn.close("cancelled", abort=True)
@@ -131,7 +132,7 @@ class TcpListener:
         log.warning("limit_hit listener=%s peer=%s limit=%s action=closed", self.url, peer, limit)
 
     def admit(self, conn: _Producer) -> bool:
-        if self._stopping:
+        if self._stopping or self._tasks is None:
             return False
         if len(self._connections) >= self._limits.max_connections:
             self.refused += 1
@@ -177,6 +178,7 @@ class _Producer(asyncio.BufferedProtocol):
         self.ended = False  # accounted for and forgotten
         self.reason = "eof"
         self.eof = False
+        self.closing = False  # close() was called: nothing more is read
         self.busy = False  # a task (handshake, wait for an arena) owns the connection
         self.scope: anyio.CancelScope | None = None  # the handshake's: stop() cancels it
         self._timer: asyncio.TimerHandle | None = None
@@ -205,8 +207,8 @@ class _Producer(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         # bytes can come while reads are held back (TLS delivers what it has decrypted):
         # they are framed all the same, and queue in the outbox behind what waits there
-        if self.ended:
-            return
+        if self.ended or self.closing:
+            return  # (a closing TLS transport flushes what it decrypted: not ours any more)
         listener = self.listener
         framer = self.framer
         now = listener._loop.time()
@@ -242,7 +244,7 @@ class _Producer(asyncio.BufferedProtocol):
         """The producer is done. The transport may close at once (Quiver never writes):
         what waits in the outbox is copied out of the read buffer, and the connection is
         accounted for only once it is in an arena."""
-        if self.ended:
+        if self.ended or self.closing:
             return False
         self.eof = True
         self.reading = False
@@ -275,8 +277,11 @@ class _Producer(asyncio.BufferedProtocol):
             self._arm()
 
     def close(self, reason: str, *, abort: bool = False) -> None:
+        """Stop reading and close. Whole messages already read still go in (a limit closes
+        the connection, not what the producer had completed), unless ``abort``."""
         if self.reason == "eof" or abort:
             self.reason = reason
+        self.closing = True
         self.reading = False
         self._cancel_timer()
         if self.transport is not None and not self.gone:
@@ -285,18 +290,32 @@ class _Producer(asyncio.BufferedProtocol):
             self.gone = True
             self.busy = False
             self._end()
+        elif self.outbox.blocked and not self.busy:
+            self._run(self._drain)  # accounted for (``_end``) once they are in
 
     def _end(self) -> None:
         if self.ended:
             return
         self.ended = True
-        self.outbox.clear()
+        dropped = self.outbox.clear()  # only when the stream closed or the listener was cancelled
+        if dropped:
+            log.warning(
+                "messages_dropped listener=%s peer=%s count=%d reason=%s",
+                self.listener.url,
+                self.peer,
+                dropped,
+                self.reason,
+            )
         self.listener.closed(self, self.reason)
 
     def _run(self, work) -> None:
         """Hand the connection to ``work`` (a coroutine function) in the listener's tasks."""
+        tasks = self.listener._tasks
+        if tasks is None:  # the listener is gone (cancelled): so is this connection
+            self.close("cancelled", abort=True)
+            return
         self.busy = True
-        self.listener._tasks.start_soon(self._owned, work)
+        tasks.start_soon(self._owned, work)
 
     async def _owned(self, work) -> None:
         try:
@@ -324,7 +343,7 @@ class _Producer(asyncio.BufferedProtocol):
         except StreamClosed:
             self.close("stream closed")
             return
-        if self.gone or self.ended or self.eof:
+        if self.gone or self.ended or self.eof or self.closing:
             return
         now = anyio.current_time()
         if self.began is not None:  # time the stream held us back is not the producer's
@@ -337,11 +356,20 @@ class _Producer(asyncio.BufferedProtocol):
     async def _handshake(self) -> None:
         listener = self.listener
         deadline = anyio.current_time() + listener._limits.message_timeout_s
+        if listener._stopping:  # stop() came before this task could be cancelled
+            deadline = min(deadline, listener._drain_until)
         with anyio.CancelScope(deadline=deadline) as scope:
             self.scope = scope
             try:
-                self.transport = await asyncio.get_running_loop().start_tls(
-                    self.transport, self, listener._ssl, server_side=True, ssl_handshake_timeout=None
+                # Quiver never writes, and producers that never read would never answer a
+                # close_notify: closing waits for it only briefly
+                tls = await asyncio.get_running_loop().start_tls(
+                    self.transport,
+                    self,
+                    listener._ssl,
+                    server_side=True,
+                    ssl_handshake_timeout=None,
+                    ssl_shutdown_timeout=DRAIN_QUIET_S,
                 )
             except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
                 detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else repr(exc)
@@ -350,11 +378,16 @@ class _Producer(asyncio.BufferedProtocol):
             finally:
                 self.scope = None
         if not scope.cancelled_caught:
-            if self.gone or self.eof:
+            if tls is None:  # lost as the handshake ended
+                self.gone = True
+            else:
+                self.transport = tls
+            if self.outbox.blocked:  # what TLS delivered with its last handshake bytes waits
+                if not (self.gone or self.eof or self.closing):
+                    self.transport.pause_reading()
+                await self._drain()  # even when the producer is gone: it sent them whole
                 return
-            if self.outbox.blocked:  # what TLS delivered at once found no free arena
-                self.transport.pause_reading()
-                await self._drain()
+            if self.gone or self.eof or self.closing:
                 return
             self.last_read = anyio.current_time()
             self.reading = True
