@@ -16,6 +16,16 @@ from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message,
 pytestmark = pytest.mark.anyio
 
 
+def _stallable(limits: str = "limits: {max_message_bytes: 4KiB}") -> str:
+    """SERVICE_YAML with two arenas and a one-batch consumer queue, so that a subscription
+    that is not read stalls the ``events`` stream within a few batches; ``limits`` replaces
+    its top-level limits."""
+    return SERVICE_YAML.replace(
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
+        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
+    ).replace("limits: {max_message_bytes: 4KiB}", limits)
+
+
 def _reset_storm(port: int, n: int) -> None:
     for _ in range(n):
         s = socket.socket()
@@ -98,12 +108,7 @@ async def test_a_producer_ahead_of_the_stream_from_its_first_byte_is_pushed_back
     """The first bytes arrive before the connection's handler first reads (the loop is busy
     while they are sent); the stream is stalled by a consumer that does not read. The
     producer must still be held back by TCP, not buffered in the server's memory."""
-    cfg = load_config(
-        SERVICE_YAML.replace(
-            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
-            "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
-        )
-    )
+    cfg = load_config(_stallable())
     line = message(1, "x" * 15) + b"\n"
     total = 1_000_000
     data = line * total  # ~40 MB
@@ -119,10 +124,7 @@ async def test_time_the_stream_holds_a_producer_back_is_not_charged_to_its_messa
     """message_timeout_s bounds how long a producer takes over a message, not how long the
     stream kept it from reading: a message under way when the stream stalled for longer
     than the limit is taken whole once the stream moves again."""
-    yaml = SERVICE_YAML.replace(
-        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
-        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
-    ).replace("limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 4KiB, message_timeout_s: 0.5}")
+    yaml = _stallable("limits: {max_message_bytes: 4KiB, message_timeout_s: 0.5}")
     line = message(1, "x" * 15) + b"\n"
     async with Engine(load_config(yaml)) as eng:
         sub = eng.subscribe("events")  # not read yet: the stream stalls
@@ -151,10 +153,7 @@ async def test_whole_messages_of_a_connection_closed_for_the_partial_budget_stil
     """A read that completes messages and also starts one that takes the listener past
     max_partial_bytes closes the connection, while the stream has no free arena: the
     partial is discarded (counted), the completed messages are not."""
-    yaml = SERVICE_YAML.replace(
-        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 3",
-        "batch: {max_messages: 500, max_bytes: 64KiB, linger_ms: 5}\n    arenas: 2\n    consumer_queue: 1",
-    ).replace("limits: {max_message_bytes: 4KiB}", "limits: {max_message_bytes: 60KiB, max_partial_bytes: 1MiB}")
+    yaml = _stallable("limits: {max_message_bytes: 60KiB, max_partial_bytes: 1MiB}")
     line = message(1, "x" * 15) + b"\n"
     async with Engine(load_config(yaml)) as eng:
         sub = eng.subscribe("events")  # not read yet: the stream stalls
