@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from engine.schema import Column, CompiledSchema
 from kernels import tables as tb
 from kernels.errors import ERROR_NAMES, UNKNOWN_KEY
-from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING, gather, gather_column
+from kernels.gather import COPY_RAW, COPY_STRING, gather, gather_columns
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -69,27 +69,12 @@ def _dictionary(values: tuple[str, ...]) -> pa.Array:
 
 
 def _column(
-    col: Column, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarray | None, m: int, valid: np.ndarray, full: bool
+    col: Column, cols: tb.BatchColumns, rows: np.ndarray | None, m: int, valid: np.ndarray, full: bool
 ) -> pa.Array:
-    """The Arrow column of ``col`` for the kept rows; ``valid`` marks which hold a value
-    (``full``: all of them)."""
+    """The Arrow column of fixed-width ``col`` for the kept rows; ``valid`` marks which hold
+    a value (``full``: all of them)."""
     validity = None if full else pa.py_buffer(np.packbits(valid, bitorder="little"))
     kind = col.kind
-    if kind in (tb.KIND_STRING, tb.KIND_JSON, tb.KIND_BINARY):
-        s = col.span_slot
-        mode = {tb.KIND_STRING: COPY_STRING, tb.KIND_JSON: COPY_RAW, tb.KIND_BINARY: COPY_BASE64}[kind]
-        offsets, data = gather_column(
-            buf,
-            cols.state[col.index],
-            cols.spans[tb.SPAN_START, s],
-            cols.spans[tb.SPAN_END, s],
-            cols.spans[tb.SPAN_LEN, s],
-            _NO_ROWS if rows is None else rows,
-            rows is None,
-            mode,
-            _chunks(m),
-        )
-        return pa.Array.from_buffers(col.arrow_type, m, [validity, *_arrow_offsets(offsets, data)])
     if kind in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
         values = _take(cols.floats[col.slot], rows)
         if kind == tb.KIND_FLOAT32:
@@ -128,8 +113,40 @@ def build_batch(
     state = cols.state if rows is None else cols.state[:, rows]
     valid = state == tb.STATE_VALUE  # every column's validity at once: fixed costs are per call
     full = valid.all(axis=1).tolist()
-    arrays = [_column(c, cols, buf, rows, m, valid[c.index], full[c.index]) for c in schema.columns]
+    variable = _variable_width(schema, cols, buf, rows, m, valid, full)
+    arrays = [
+        variable[c.index] if c.index in variable else _column(c, cols, rows, m, valid[c.index], full[c.index])
+        for c in schema.columns
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow_schema)
+
+
+def _variable_width(
+    schema: CompiledSchema,
+    cols: tb.BatchColumns,
+    buf: np.ndarray,
+    rows: np.ndarray | None,
+    m: int,
+    valid: np.ndarray,
+    full: list[bool],
+) -> dict[int, pa.Array]:
+    """The string-like columns by field index, laid out by one kernel call for all of them."""
+    gathered, fields, slots, modes = schema.gathered
+    if not gathered:
+        return {}
+    offsets, data, bases = gather_columns(
+        buf, cols.state, cols.spans, fields, slots, modes, _NO_ROWS if rows is None else rows, rows is None, _chunks(m)
+    )
+    if offsets[:, -1].max(initial=0) > _INT32_MAX:
+        raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
+    offsets = offsets.astype(np.int32)
+    data = pa.py_buffer(data)
+    arrays = {}
+    for k, col in enumerate(gathered):
+        validity = None if full[col.index] else pa.py_buffer(np.packbits(valid[col.index], bitorder="little"))
+        values = data.slice(int(bases[k]), int(bases[k + 1] - bases[k]))
+        arrays[col.index] = pa.Array.from_buffers(col.arrow_type, m, [validity, pa.py_buffer(offsets[k]), values])
+    return arrays
 
 
 def build_rejects(

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from engine.arrow import DEAD_LETTER_SCHEMA, build_batch, build_rejects
 from engine.config import StreamConfig
-from engine.schema import CompiledSchema, compile_schema
+from engine.schema import Column, CompiledSchema, compile_schema
 from kernels import tables as tb
 from kernels.errors import ERROR_NAMES, INVALID_JSON, INVALID_UTF8, NOT_AN_OBJECT, OK, OUT_OF_RANGE, TOO_DEEP, TOO_LARGE
 from kernels.framing import frame_length_prefixed, frame_lines
@@ -268,30 +268,35 @@ class Parser:
         These are rare by construction (Eisel-Lemire settles all but a sliver of inputs), so
         this loop runs over a handful of values per batch, not over messages.
         """
-        fields, rows = np.nonzero(cols.state == tb.STATE_FLOAT_FALLBACK)
-        for f, i in zip(fields.tolist(), rows.tolist(), strict=True):
-            col = self.compiled.columns[f]
-            a = cols.spans[tb.SPAN_START, col.span_slot, i]
-            b = cols.spans[tb.SPAN_END, col.span_slot, i]
-            v = float(bytes(buf[a:b]))
-            if col.kind == tb.KIND_FLOAT32:
-                with np.errstate(over="ignore"):
-                    bad = bool(np.isinf(np.float32(v)))
-            else:
-                bad = v in (np.inf, -np.inf)
-            lo, hi = self.compiled.tables.float_bounds[f]
-            bad = bad or not (lo <= v <= hi)
-            if not bad:
-                cols.floats[col.slot, i] = v
-                cols.state[f, i] = tb.STATE_VALUE
-                continue
-            cols.state[f, i] = tb.STATE_ABSENT
-            pos = a - starts[i]
-            err = cols.errors[:, i]
-            if err[tb.ERR_CODE] == OK or (err[tb.ERR_CODE] not in _SYNTAX_ERRORS and err[tb.ERR_POS] > pos):
-                err[tb.ERR_CODE] = OUT_OF_RANGE
-                err[tb.ERR_POS] = pos
-                err[tb.ERR_FIELD] = f
+        for col in self.compiled.float_columns:
+            state = cols.state[col.index]
+            if state.max(initial=0) == tb.STATE_FLOAT_FALLBACK:  # the largest state: one pass
+                for i in np.flatnonzero(state == tb.STATE_FLOAT_FALLBACK).tolist():
+                    self._resolve_float(buf, starts, cols, col, i)
+
+    def _resolve_float(self, buf: np.ndarray, starts: np.ndarray, cols: tb.BatchColumns, col: Column, i: int) -> None:
+        """Settle float column ``col`` of message i with float(); out of range is its fault."""
+        f = col.index
+        a = cols.spans[tb.SPAN_START, col.span_slot, i]
+        b = cols.spans[tb.SPAN_END, col.span_slot, i]
+        v = float(bytes(buf[a:b]))
+        if col.kind == tb.KIND_FLOAT32:
+            with np.errstate(over="ignore"):
+                bad = bool(np.isinf(np.float32(v)))
+        else:
+            bad = v in (np.inf, -np.inf)
+        lo, hi = self.compiled.tables.float_bounds[f]
+        if not (bad or not (lo <= v <= hi)):
+            cols.floats[col.slot, i] = v
+            cols.state[f, i] = tb.STATE_VALUE
+            return
+        cols.state[f, i] = tb.STATE_ABSENT
+        pos = a - starts[i]
+        err = cols.errors[:, i]
+        if err[tb.ERR_CODE] == OK or (err[tb.ERR_CODE] not in _SYNTAX_ERRORS and err[tb.ERR_POS] > pos):
+            err[tb.ERR_CODE] = OUT_OF_RANGE
+            err[tb.ERR_POS] = pos
+            err[tb.ERR_FIELD] = f
 
 
 def _default_limits():

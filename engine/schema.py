@@ -8,6 +8,7 @@ RFC 3339 text converted to the column's unit), enum strings as UTF-8 bytes, outp
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from engine.config import FLOAT_TYPES, INT_TYPES, ConfigError, FieldSpec, StreamConfig, parse_timestamp_type
 from kernels import tables as tb
+from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING
 
 _INT_BOUNDS = {t: (int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in INT_TYPES}
 _UNIT_TICKS = {"s": 1, "ms": 1000, "us": 1000_000, "ns": 1000_000_000}
@@ -46,6 +48,24 @@ class CompiledSchema:
     n_ints: int
     n_floats: int
     n_spans: int
+
+    @functools.cached_property
+    def float_columns(self) -> tuple[Column, ...]:
+        """The float64/float32 columns: the only ones the exact float fallback can touch."""
+        return tuple(c for c in self.columns if c.kind in (tb.KIND_FLOAT, tb.KIND_FLOAT32))
+
+    @functools.cached_property
+    def gathered(self) -> tuple[tuple[Column, ...], np.ndarray, np.ndarray, np.ndarray]:
+        """The variable-length columns, and their field indices, span slots and copy modes
+        as the ``gather_columns`` kernel takes them."""
+        modes = {tb.KIND_STRING: COPY_STRING, tb.KIND_JSON: COPY_RAW, tb.KIND_BINARY: COPY_BASE64}
+        cols = tuple(c for c in self.columns if c.kind in modes)
+        return (
+            cols,
+            np.array([c.index for c in cols], np.int64),
+            np.array([c.span_slot for c in cols], np.int64),
+            np.array([modes[c.kind] for c in cols], np.int64),
+        )
 
 
 def _arrow_type(spec: FieldSpec) -> pa.DataType:

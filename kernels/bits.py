@@ -1,4 +1,5 @@
-"""LLVM intrinsics Numba does not expose: leading-zero count and uint64 -> float64 bitcast.
+"""LLVM intrinsics Numba does not expose: leading-zero count, uint64 -> float64 bitcast,
+unaligned 8-byte loads and stores, reference-free array views and prefetch.
 
 The float parser builds IEEE-754 bit patterns directly; without a bitcast it would need a
 scratch array per call.
@@ -96,3 +97,25 @@ def store_u64(typingctx, arr, idx, value):
         return context.get_dummy_value()
 
     return types.void(arr, idx, value), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Ask the CPU to start loading the cache line holding arr[idx] into every cache level.
+
+    A hint: it never faults, so idx may point past the end of arr.
+    """
+    if not (isinstance(arr, types.Array) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=fnty)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen

@@ -37,34 +37,15 @@ def _count_newlines(buf, lo, hi):
     return k
 
 
-@njit(nogil=True, parallel=True, cache=True)
-def _newline_positions(buf, start, end, nchunks):
-    """Positions of every LF in buf[start:end], in order."""
-    n = end - start
-    counts = np.zeros(nchunks + 1, np.int64)
-    for c in prange(nchunks):
-        lo = start + c * n // nchunks
-        hi = start + (c + 1) * n // nchunks
-        counts[c + 1] = _count_newlines(buf, lo, hi)
-    for c in range(nchunks):
-        counts[c + 1] += counts[c]
-    out = np.empty(counts[nchunks], np.int64)
-    for c in prange(nchunks):
-        lo = start + c * n // nchunks
-        hi = start + (c + 1) * n // nchunks
-        k = counts[c]
-        p = lo
-        while p < hi:
-            if p + 8 <= hi:
-                x = load_u64(buf, p) ^ _NEWLINES
-                if ((x - _ONES) & ~x & _HIGHS) == np.uint64(0):  # no LF in these 8 bytes
-                    p += 8
-                    continue
-            if buf[p] == 10:
-                out[k] = p
-                k += 1
-            p += 1
-    return out
+@njit(nogil=True, cache=True)
+def _last_newline(buf, lo, hi):
+    """Position of the last LF in buf[lo:hi], or -1; searched backwards."""
+    p = hi - 1
+    while p >= lo:
+        if buf[p] == 10:
+            return p
+        p -= 1
+    return -1
 
 
 @njit(nogil=True, cache=True)
@@ -76,6 +57,20 @@ def _is_blank(buf, s, e):
     return True
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _line(buf, s, e, j, starts, ends, max_len):
+    """Record line j = buf[s:e] (its LF excluded), trimming one CR; return 1 if it is blank
+    (then marked with end -1), else 0."""
+    if e > s and buf[e - 1] == 13:
+        e -= 1
+    starts[j] = s
+    ends[j] = e
+    if (s == e or buf[s] != 123) and e - s <= max_len and _is_blank(buf, s, e):  # most start with '{'
+        ends[j] = -1
+        return 1
+    return 0
+
+
 @njit(nogil=True, parallel=True, cache=True)
 def frame_lines(buf, start, end, final, nchunks, max_len):
     """Split buf[start:end] into lines: (starts, ends, blank_lines, consumed).
@@ -83,27 +78,54 @@ def frame_lines(buf, start, end, final, nchunks, max_len):
     ``consumed`` is where the unframed tail begins (``end`` when ``final``). A line longer
     than ``max_len`` is always a message (rejected later as too large), even when blank:
     whether a long run of blanks counts must not depend on where reads happened to split.
+
+    Two passes over the bytes, each parallel over byte chunks: count each chunk's LFs (and
+    find its last one), then write each line's span where the counts say it goes.
     """
-    nl = _newline_positions(buf, start, end, nchunks)
-    nlines = nl.shape[0]
-    tail = final and end > (nl[nlines - 1] + 1 if nlines > 0 else start)
+    n = end - start
+    counts = np.zeros(nchunks + 1, np.int64)
+    last = np.empty(nchunks, np.int64)
+    for c in prange(nchunks):
+        lo = start + c * n // nchunks
+        hi = start + (c + 1) * n // nchunks
+        counts[c + 1] = _count_newlines(buf, lo, hi)
+        last[c] = _last_newline(buf, lo, hi)
+    before = np.empty(nchunks, np.int64)  # the last LF before each chunk, or start - 1
+    prev = start - 1
+    for c in range(nchunks):
+        counts[c + 1] += counts[c]
+        before[c] = prev
+        if last[c] >= 0:
+            prev = last[c]
+    nlines = counts[nchunks]
+    tail = final and end > prev + 1
     total = nlines + (1 if tail else 0)
     starts = np.empty(total, np.int64)
     ends = np.empty(total, np.int64)
-    blank = np.zeros(nchunks, np.int64)
+    blank = np.zeros(nchunks + 1, np.int64)
     for c in prange(nchunks):
-        for j in range(c * total // nchunks, (c + 1) * total // nchunks):
-            s = start if j == 0 else nl[j - 1] + 1
-            e = nl[j] if j < nlines else end
-            if e > s and buf[e - 1] == 13:
-                e -= 1
-            starts[j] = s
-            ends[j] = e
-            if buf[s] != 123 and e - s <= max_len and _is_blank(buf, s, e):  # most start with '{'
-                ends[j] = -1
-                blank[c] += 1
+        lo = start + c * n // nchunks
+        hi = start + (c + 1) * n // nchunks
+        j = counts[c]
+        s = before[c] + 1
+        p = lo
+        nb = 0
+        while p < hi:
+            if p + 8 <= hi:
+                x = load_u64(buf, p) ^ _NEWLINES
+                if ((x - _ONES) & ~x & _HIGHS) == np.uint64(0):  # no LF in these 8 bytes
+                    p += 8
+                    continue
+            if buf[p] == 10:
+                nb += _line(buf, s, p, j, starts, ends, max_len)
+                j += 1
+                s = p + 1
+            p += 1
+        blank[c] = nb
+    if tail:
+        blank[nchunks] = _line(buf, prev + 1, end, nlines, starts, ends, max_len)
     nblank = blank.sum()
-    consumed = end if final else (nl[nlines - 1] + 1 if nlines > 0 else start)
+    consumed = end if final else prev + 1
     if nblank == 0:
         return starts, ends, 0, consumed
     keep_starts = np.empty(total - nblank, np.int64)
@@ -175,13 +197,7 @@ def scan_lines(buf, start, end, skip_first):
                 break
         if first < 0:
             return -1, -1, 0
-    last = -1
-    p = end - 1
-    while p >= first:
-        if buf[p] == 10:
-            last = p
-            break
-        p -= 1
+    last = _last_newline(buf, first, end)
     if last < 0:
         return first, -1, 0
     return first, last, _count_newlines(buf, first, last + 1)

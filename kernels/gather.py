@@ -11,54 +11,38 @@ from numba import njit, prange
 
 from kernels.bits import load_u64, store_u64, unowned
 from kernels.strings import base64_decode, unescape
+from kernels.tables import SPAN_END, SPAN_LEN, SPAN_START, STATE_VALUE
 
 COPY_RAW = 0  # bytes as they are (json text, dead-letter raw messages)
 COPY_STRING = 1  # JSON string content: decode escapes where there are any
 COPY_BASE64 = 2  # JSON string content holding base64 text: decode it
 
 
-@njit(nogil=True, cache=True)
-def _gather_rows(buf, span_start, span_end, rows, offsets, out, mode, lo, hi):
-    """gather() for rows lo..hi-1; returns nothing, writes out."""
+@njit(nogil=True, cache=True, inline="always")
+def _copy_value(buf, a, b, out, o, length, mode, scratch):
+    """Write the value buf[a:b] (``length`` bytes once copied or decoded) to out[o:]."""
     if mode == COPY_BASE64:
-        longest = 0
-        for j in range(lo, hi):
-            if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
-                longest = max(longest, span_end[rows[j]] - span_start[rows[j]])
-        scratch = np.empty(longest + 8, np.uint8)
-        for j in range(lo, hi):
-            if offsets[j + 1] > offsets[j]:
-                i = rows[j]
-                a = span_start[i]
-                b = span_end[i]
-                escaped = False
-                for k in range(a, b):
-                    if buf[k] == 92:
-                        escaped = True
-                        break
-                if escaped:
-                    t = unescape(buf, a, b, scratch, 0)
-                    base64_decode(scratch, 0, t, out, offsets[j])
-                else:
-                    base64_decode(buf, a, b, out, offsets[j])
-        return
-    for j in range(lo, hi):
-        o = offsets[j]
-        length = offsets[j + 1] - o
-        if length > 0:
-            i = rows[j]
-            a = span_start[i]
-            if mode == COPY_RAW or span_end[i] - a == length:
-                # 8 bytes per step, then the tail (slicing would build array views per row)
-                k = 0
-                while k + 8 <= length:
-                    store_u64(out, o + k, load_u64(buf, a + k))
-                    k += 8
-                while k < length:
-                    out[o + k] = buf[a + k]
-                    k += 1
-            else:
-                unescape(buf, a, span_end[i], out, o)
+        escaped = False
+        for k in range(a, b):
+            if buf[k] == 92:
+                escaped = True
+                break
+        if escaped:
+            t = unescape(buf, a, b, scratch, 0)
+            base64_decode(scratch, 0, t, out, o)
+        else:
+            base64_decode(buf, a, b, out, o)
+    elif mode == COPY_RAW or b - a == length:
+        # 8 bytes per step, then the tail (slicing would build array views per row)
+        k = 0
+        while k + 8 <= length:
+            store_u64(out, o + k, load_u64(buf, a + k))
+            k += 8
+        while k < length:
+            out[o + k] = buf[a + k]
+            k += 1
+    else:
+        unescape(buf, a, b, out, o)
 
 
 @njit(nogil=True, parallel=True, cache=True)
@@ -73,35 +57,73 @@ def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
     rows = unowned(rows)
     offsets = unowned(offsets)
     for c in prange(nchunks):
-        _gather_rows(buf, span_start, span_end, rows, offsets, out, mode, c * m // nchunks, (c + 1) * m // nchunks)
+        lo = c * m // nchunks
+        hi = (c + 1) * m // nchunks
+        longest = 0
+        if mode == COPY_BASE64:
+            for j in range(lo, hi):
+                if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
+                    longest = max(longest, span_end[rows[j]] - span_start[rows[j]])
+        scratch = np.empty(longest + 8, np.uint8)
+        for j in range(lo, hi):
+            o = offsets[j]
+            length = offsets[j + 1] - o
+            if length > 0:
+                i = rows[j]
+                _copy_value(buf, span_start[i], span_end[i], out, o, length, mode, scratch)
 
 
 @njit(nogil=True, parallel=True, cache=True)
-def gather_column(buf, state, span_start, span_end, span_len, rows, all_rows, mode, nchunks):
-    """One string-like column in one call: (offsets, data) of the values of rows[j] (of
-    every message when ``all_rows``), where ``state`` is 2 (a value); other rows are empty.
+def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchunks):
+    """Every string-like column of a batch in one call: (offsets, data, bases).
 
-    Lengths, their prefix sum, the data buffer and the copy are one kernel call instead of
-    half a dozen array operations, each with its own fixed cost per batch.
+    Column c holds field ``fields[c]`` whose spans are in slot ``slots[c]`` of ``spans``
+    (SPAN_START, SPAN_END, SPAN_LEN), copied by ``modes[c]``. Its values for rows[j] (every
+    message when ``all_rows``) are data[bases[c] + offsets[c, j] : bases[c] + offsets[c, j + 1]];
+    rows without a value (state other than 2) are empty.
+
+    One pass over the messages copies all of a message's values while its bytes are in
+    cache: on a batch larger than the cache, a pass per column missed once per value.
     """
-    m = state.shape[0] if all_rows else rows.shape[0]
-    offsets = np.empty(m + 1, np.int64)
-    offsets[0] = 0
-    total = 0
-    for j in range(m):
-        i = j if all_rows else rows[j]
-        if state[i] == 2:  # tables.STATE_VALUE
-            total += span_len[i]
-        offsets[j + 1] = total
-    data = np.empty(total, np.uint8)
-    which_owned = np.arange(m) if all_rows else rows
-    which = unowned(which_owned)
+    k = fields.shape[0]
+    m = state.shape[1] if all_rows else rows.shape[0]
+    offsets = np.empty((k, m + 1), np.int64)
+    bases = np.zeros(k + 1, np.int64)
+    for c in range(k):
+        f = fields[c]
+        s = slots[c]
+        total = 0
+        offsets[c, 0] = 0
+        for j in range(m):
+            i = j if all_rows else rows[j]
+            if state[f, i] == STATE_VALUE:
+                total += spans[SPAN_LEN, s, i]
+            offsets[c, j + 1] = total
+        bases[c + 1] = bases[c] + total
+    data = np.empty(bases[k], np.uint8)
     out = unowned(data)
     at = unowned(offsets)
     source = unowned(buf)
-    first = unowned(span_start)
-    last = unowned(span_end)
-    for c in prange(nchunks):
-        _gather_rows(source, first, last, which, at, out, mode, c * m // nchunks, (c + 1) * m // nchunks)
-    which_owned[0:0] = 0  # keep it alive (and owned) until its unowned view is done with
-    return offsets, data
+    span = unowned(spans)
+    for chunk in prange(nchunks):
+        lo = chunk * m // nchunks
+        hi = (chunk + 1) * m // nchunks
+        longest = 0
+        for c in range(k):
+            if modes[c] == COPY_BASE64:
+                s = slots[c]
+                for j in range(lo, hi):
+                    if at[c, j + 1] > at[c, j]:  # spans of empty rows are not meaningful
+                        i = j if all_rows else rows[j]
+                        longest = max(longest, span[SPAN_END, s, i] - span[SPAN_START, s, i])
+        scratch = np.empty(longest + 8, np.uint8)
+        for j in range(lo, hi):
+            i = j if all_rows else rows[j]
+            for c in range(k):
+                o = at[c, j]
+                length = at[c, j + 1] - o
+                if length > 0:
+                    s = slots[c]
+                    a = span[SPAN_START, s, i]
+                    _copy_value(source, a, span[SPAN_END, s, i], out, bases[c] + o, length, modes[c], scratch)
+    return offsets, data, bases

@@ -13,7 +13,7 @@ or declared ``json``.
 import numpy as np
 from numba import njit, prange
 
-from kernels.bits import unowned
+from kernels.bits import prefetch, unowned
 from kernels.errors import (
     DUPLICATE_FIELD,
     INT_OVERFLOW,
@@ -120,6 +120,8 @@ _RBRACE = 125
 _LBRACKET = 91
 _RBRACKET = 93
 _QUOTE = 34
+_AHEAD = 2  # messages
+_AHEAD_LINES = 4  # 64-byte cache lines of it
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -669,6 +671,12 @@ def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
         for i in range(lo, hi):
             s = starts[i]
             e = ends[i]
+            if i + _AHEAD < hi:
+                # a batch larger than the cache is read from memory: ask for the first lines
+                # of a message a little ahead, so parsing does not wait on each miss
+                ahead = starts[i + _AHEAD]
+                for line in range(_AHEAD_LINES):
+                    prefetch(buf, ahead + 64 * line)
             if e - s > max_message_bytes:
                 errors[ERR_CODE, i] = TOO_LARGE
                 errors[ERR_POS, i] = 0

@@ -38,6 +38,45 @@ def _lines_of(data: bytes) -> list[bytes]:
     return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
+def _frame_lines_reference(data: bytes, final: bool, max_len: int):
+    """frame_lines by the definition: split at LF, trim one CR, drop short blank lines."""
+    spans, blank, s = [], 0, 0
+    for p, c in enumerate(data):
+        if c == 10:
+            spans.append((s, p))
+            s = p + 1
+    consumed = s
+    if final:
+        if s < len(data):
+            spans.append((s, len(data)))
+        consumed = len(data)
+    kept = []
+    for s, e in spans:
+        if e > s and data[e - 1] == 13:
+            e -= 1
+        if e - s <= max_len and all(c in b" \t\r" for c in data[s:e]):
+            blank += 1
+        else:
+            kept.append((s, e))
+    return kept, blank, consumed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"\n", b"\r", b" ", b"\t", b"{", b"}", b"x", b"\r\n", b"{}"]), max_size=80).map(b"".join),
+    final=st.booleans(),
+    nchunks=st.integers(1, 7),
+    max_len=st.integers(0, 6),
+    lead=st.integers(0, 3),
+)
+def test_frame_lines_matches_a_naive_reference(data, final, nchunks, max_len, lead):
+    buf = np.frombuffer(b"\n" * lead + data, np.uint8)  # framing a slice of a larger buffer
+    starts, ends, blank, consumed = frame_lines(buf, lead, len(buf), final, nchunks, max_len)
+    kept, expected_blank, expected_consumed = _frame_lines_reference(data, final, max_len)
+    assert list(zip((starts - lead).tolist(), (ends - lead).tolist(), strict=True)) == kept
+    assert (blank, consumed - lead) == (expected_blank, expected_consumed)
+
+
 messages = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ")), max_size=30)
 cuts = st.lists(st.integers(0, 10_000), max_size=12)
 

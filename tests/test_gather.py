@@ -1,8 +1,9 @@
-"""gather_column: one string-like column laid out as Arrow offsets + data, against a naive
-reference built from Python slices and ``json.loads``."""
+"""gather_columns: every string-like column of a batch laid out as Arrow offsets + data in
+one call, against a naive reference built from Python slices, ``json.loads`` and base64."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -10,45 +11,74 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import tables as tb
-from kernels.gather import COPY_RAW, COPY_STRING, gather_column
+from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING, gather_columns
 
-values = st.lists(
-    st.tuples(st.text(max_size=12), st.sampled_from([tb.STATE_VALUE, tb.STATE_NULL, tb.STATE_ABSENT])), max_size=25
+STATES = st.sampled_from([tb.STATE_VALUE, tb.STATE_NULL, tb.STATE_ABSENT])
+#: a column: its copy mode and, per message, its text (for base64: the bytes) and state
+columns = st.one_of(
+    st.tuples(st.sampled_from([COPY_RAW, COPY_STRING]), st.lists(st.tuples(st.text(max_size=12), STATES), max_size=20)),
+    st.tuples(st.just(COPY_BASE64), st.lists(st.tuples(st.binary(max_size=12), STATES), max_size=20)),
 )
 
 
-def _layout(items: list[tuple[str, int]]):
-    """A buffer of JSON string literals and each one's content span and decoded length."""
-    buf, start, end, length, state = b"", [], [], [], []
-    for text, s in items:
-        literal = json.dumps(text).encode()  # escapes non-ASCII and controls: \\uXXXX
-        start.append(len(buf) + 1)
-        end.append(len(buf) + len(literal) - 1)
-        length.append(len(text.encode("utf-8", "surrogatepass")))
-        state.append(s)
-        buf += literal + b","
-    arrays = [np.array(x, np.int64) for x in (start, end, length)]
-    return np.frombuffer(buf, np.uint8), np.array(state, np.int8), *arrays
+def _literal(mode: int, value: str | bytes, escape_slash: bool) -> bytes:
+    """The JSON string literal of a value; base64 text may write '/' as the escape '\\/'."""
+    if mode != COPY_BASE64:
+        return json.dumps(value).encode()  # escapes non-ASCII and controls: \\uXXXX
+    text = base64.b64encode(value).decode()
+    return json.dumps(text).replace("/", "\\/" if escape_slash else "/").encode()
+
+
+def _expected(mode: int, literal: bytes) -> bytes:
+    if mode == COPY_RAW:
+        return literal[1:-1]
+    text = json.loads(literal)
+    return base64.b64decode(text) if mode == COPY_BASE64 else text.encode("utf-8", "surrogatepass")
+
+
+def _layout(cols: list[tuple[int, list]], n: int, escape_slash: bool):
+    """One buffer holding every column's literals, message by message, with the state,
+    spans and expected values the parse kernel would have left for them."""
+    k = len(cols)
+    buf = b""
+    state = np.zeros((k + 1, n), np.int8)  # one more field than columns: fields are not slots
+    spans = np.zeros((3, k, n), np.int64)
+    expected = [[b""] * n for _ in range(k)]
+    for i in range(n):
+        for c, (mode, items) in enumerate(cols):
+            if i >= len(items):
+                continue
+            value, s = items[i]
+            literal = _literal(mode, value, escape_slash)
+            out = _expected(mode, literal)
+            spans[tb.SPAN_START, c, i] = len(buf) + 1
+            spans[tb.SPAN_END, c, i] = len(buf) + len(literal) - 1
+            spans[tb.SPAN_LEN, c, i] = len(out)
+            state[c + 1, i] = s
+            if s == tb.STATE_VALUE:
+                expected[c][i] = out
+            buf += literal + b","
+    return np.frombuffer(buf, np.uint8), state, spans, expected
 
 
 @settings(max_examples=200, deadline=None)
-@given(items=values, keep=st.lists(st.booleans(), max_size=25), chunks=st.integers(1, 4))
-def test_gather_column_matches_a_naive_reference(items, keep, chunks):
-    buf, state, start, end, length = _layout(items)
-    n = len(items)
+@given(
+    cols=st.lists(columns, max_size=3),
+    keep=st.lists(st.booleans(), max_size=20),
+    chunks=st.integers(1, 4),
+    escape_slash=st.booleans(),
+)
+def test_gather_columns_matches_a_naive_reference(cols, keep, chunks, escape_slash):
+    n = max((len(items) for _, items in cols), default=0)
+    buf, state, spans, expected = _layout(cols, n, escape_slash)
+    fields = np.arange(1, len(cols) + 1, dtype=np.int64)
+    slots = np.arange(len(cols), dtype=np.int64)
+    modes = np.array([mode for mode, _ in cols], np.int64)
     rows = np.array([i for i in range(n) if i < len(keep) and keep[i]], np.int64)
-    for all_rows, which in ((True, range(n)), (False, rows.tolist())):
-        for mode in (COPY_RAW, COPY_STRING):
-            offsets, data = gather_column(
-                buf, state, start, end, length if mode == COPY_STRING else end - start, rows, all_rows, mode, chunks
-            )
-            expected = []
-            for i in which:
-                if state[i] != tb.STATE_VALUE:
-                    expected.append(b"")
-                elif mode == COPY_RAW:
-                    expected.append(bytes(buf[start[i] : end[i]]))
-                else:
-                    expected.append(json.loads(bytes(buf[start[i] - 1 : end[i] + 1])).encode("utf-8", "surrogatepass"))
-            assert offsets.tolist() == [0, *np.cumsum([len(e) for e in expected], dtype=np.int64).tolist()]
-            assert bytes(data) == b"".join(expected)
+    for all_rows, which in ((True, list(range(n))), (False, rows.tolist())):
+        offsets, data, bases = gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, chunks)
+        for c in range(len(cols)):
+            values = [expected[c][i] for i in which]
+            assert offsets[c].tolist() == [0, *np.cumsum([len(v) for v in values], dtype=np.int64).tolist()]
+            assert bytes(data[bases[c] : bases[c + 1]]) == b"".join(values)
+        assert bases[-1] == len(data)
