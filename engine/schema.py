@@ -219,7 +219,7 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
         fields=fields,
         float_bounds=float_bounds,
         uint_bounds=uint_bounds,
-        text=np.frombuffer(bytes(text) or b"\0", np.uint8).copy(),
+        text=np.frombuffer(bytes(text) + bytes(8), np.uint8).copy(),  # padded: read 8 bytes at a time
         lists=np.array(spans + int_enum + [0], np.int64),
         reject_unknown=stream.unknown_fields == "reject",
         max_depth=int(stream.limits.max_depth),

@@ -1,4 +1,4 @@
-"""LLVM intrinsics Numba does not expose: leading-zero count, uint64 -> float64 bitcast,
+"""LLVM intrinsics Numba does not expose: leading- and trailing-zero counts, uint64 -> float64 bitcast,
 unaligned 8-byte loads and stores, reference-free array views and prefetch.
 
 The float parser builds IEEE-754 bit patterns directly; without a bitcast it would need a
@@ -18,6 +18,18 @@ def leading_zeros(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def trailing_zeros(typingctx, x):
+    """Count trailing zero bits of a uint64 (64 for zero)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
 
     return types.uint64(types.uint64), codegen
 

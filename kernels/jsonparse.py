@@ -129,7 +129,7 @@ def skip_ws(buf, p, end):
     """First position at or after p that is not JSON whitespace (space, tab, LF, CR)."""
     while p < end:
         c = buf[p]
-        if c != 32 and c != 10 and c != 13 and c != 9:
+        if c > 32 or (c != 32 and c != 10 and c != 13 and c != 9):  # one test for most bytes
             return p
         p += 1
     return p

@@ -9,7 +9,7 @@ decode with ``unescape`` without checking again.
 import numpy as np
 from numba import njit
 
-from kernels.bits import load_u64
+from kernels.bits import load_u64, trailing_zeros
 from kernels.errors import INVALID_JSON, INVALID_UTF8
 from kernels.status import ST_CODE, ST_DLEN, ST_LONE_SURROGATE, ST_NCHARS, ST_POS
 
@@ -34,13 +34,13 @@ _SPACES = np.uint64(0x2020202020202020)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _plain8(w):
-    """True when none of the 8 bytes in w is a quote, a backslash, a control character or
-    non-ASCII (SWAR: each test sets a byte's high bit where it holds)."""
+def _special8(w):
+    """The high bit of each of the 8 bytes in w that is a quote, a backslash, a control
+    character or non-ASCII (SWAR). A borrow can also mark bytes after a marked one, never
+    before it, so the lowest mark is exact."""
     q = w ^ _QUOTES
     b = w ^ _BACKSLASHES
-    special = ((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((w - _SPACES) & ~w) | w
-    return (special & _HIGHS) == np.uint64(0)
+    return (((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((w - _SPACES) & ~w) | w) & _HIGHS
 
 
 @njit(nogil=True, cache=True)
@@ -106,7 +106,7 @@ def _utf8_length(buf, p, end):
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def scan_string(buf, p, end, st):
     """Validate the JSON string whose opening quote is at p; return the position after its
     closing quote, or -1 with the fault in st.
@@ -120,13 +120,25 @@ def scan_string(buf, p, end, st):
     dlen = 0
     nchars = 0
     while True:
-        while q + 8 <= end and _plain8(load_u64(buf, q)):
+        while q + 8 <= end:
+            special = _special8(load_u64(buf, q))
+            if special != np.uint64(0):
+                k = np.int64(trailing_zeros(special) >> np.uint64(3))  # plain bytes before it
+                q += k
+                dlen += k
+                nchars += k
+                break
             q += 8
             dlen += 8
             nchars += 8
         if q >= end:
             return _fail(st, INVALID_JSON, end)
-        cls = STRING_CLASS[buf[q]]
+        c = buf[q]
+        if c == 34:  # the closing quote: the usual special byte
+            st[ST_DLEN] = dlen
+            st[ST_NCHARS] = nchars
+            return q + 1
+        cls = STRING_CLASS[c]
         if cls == 0:
             q += 1
             dlen += 1
@@ -230,10 +242,21 @@ def unescape(buf, a, b, out, o):
 
 @njit(nogil=True, cache=True, inline="always")
 def bytes_equal(x, a, b, y, c, d):
-    """x[a:b] == y[c:d]."""
-    if b - a != d - c:
+    """x[a:b] == y[c:d]; 8 bytes at a time where both arrays have 8 more bytes to read."""
+    n = b - a
+    if n != d - c:
         return False
-    for k in range(b - a):
+    if a + n + 8 <= x.shape[0] and c + n + 8 <= y.shape[0]:
+        k = 0
+        while k + 8 <= n:
+            if load_u64(x, a + k) != load_u64(y, c + k):
+                return False
+            k += 8
+        if k == n:
+            return True
+        tail = (np.uint64(1) << np.uint64(8 * (n - k))) - np.uint64(1)  # the n - k bytes left
+        return ((load_u64(x, a + k) ^ load_u64(y, c + k)) & tail) == np.uint64(0)
+    for k in range(n):
         if x[a + k] != y[c + k]:
             return False
     return True

@@ -61,9 +61,12 @@ def _frame_lines_reference(data: bytes, final: bool, max_len: int):
     return kept, blank, consumed
 
 
+LINE_BYTES = [b"\n", b"\r", b" ", b"\t", b"{", b"}", b"x", b"\r\n", b"{}"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    data=st.lists(st.sampled_from([b"\n", b"\r", b" ", b"\t", b"{", b"}", b"x", b"\r\n", b"{}"]), max_size=80).map(b"".join),
+    data=st.lists(st.sampled_from(LINE_BYTES), max_size=80).map(b"".join),
     final=st.booleans(),
     nchunks=st.integers(1, 7),
     max_len=st.integers(0, 6),
