@@ -20,9 +20,19 @@ from engine.arrow import DEAD_LETTER_SCHEMA, build_batch, build_rejects
 from engine.config import StreamConfig
 from engine.schema import Column, CompiledSchema, compile_schema
 from kernels import tables as tb
-from kernels.errors import ERROR_NAMES, INVALID_JSON, INVALID_UTF8, NOT_AN_OBJECT, OK, OUT_OF_RANGE, TOO_DEEP, TOO_LARGE
-from kernels.framing import frame_length_prefixed, frame_lines
-from kernels.jsonparse import parse_batch
+from kernels.errors import (
+    BLANK_LINE,
+    ERROR_NAMES,
+    INVALID_JSON,
+    INVALID_UTF8,
+    NOT_AN_OBJECT,
+    OK,
+    OUT_OF_RANGE,
+    TOO_DEEP,
+    TOO_LARGE,
+)
+from kernels.framing import count_lines, frame_length_prefixed
+from kernels.jsonparse import parse_batch, parse_lines
 
 _SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
 Bytes = bytes | bytearray | memoryview | np.ndarray
@@ -175,10 +185,34 @@ class Parser:
         """Parse newline-delimited JSON (LF or CRLF; blank lines skipped and counted)."""
         buf = as_uint8(data)
         self._use_threads()
-        starts, ends, blank, _ = frame_lines(
-            buf, 0, len(buf), True, _threads_chunks(max(1, len(buf) >> 16)), self.max_message_bytes
-        )
-        return self.parse_spans(buf, starts, ends, blank=blank)
+        nchunks = _threads_chunks(max(1, len(buf) >> 16))
+        counts, before, last = count_lines(buf, 0, len(buf), nchunks)
+        tail = last + 1 if last + 1 < len(buf) else -1
+        n = int(counts[-1]) + (tail >= 0)
+        starts = np.empty(n, np.int64)
+        ends = np.empty(n, np.int64)
+        work = self._take_workspace()
+        try:
+            cols = self._allocate(n, work)
+            blank = parse_lines(
+                buf,
+                counts,
+                before,
+                tail,
+                self.max_message_bytes,
+                self.compiled.tables,
+                cols,
+                starts,
+                ends,
+                nchunks,
+            )
+            if blank:  # rare: drop the blank lines' rows before anything counts them
+                lines = np.flatnonzero(cols.errors[tb.ERR_CODE] != BLANK_LINE)
+                starts, ends = starts[lines], ends[lines]
+                cols = tb.BatchColumns(*(np.take(a, lines, axis=-1) for a in cols))  # C-contiguous
+            return self._result(buf, starts, ends, cols, int(blank), 0, 0)
+        finally:
+            self._give_workspace(work)
 
     def parse_length_prefixed(self, data: Bytes) -> ParseResult:
         """Parse u32 big-endian length-prefixed messages; a truncated last frame is rejected."""
@@ -231,6 +265,19 @@ class Parser:
     ) -> ParseResult:
         cols = self._allocate(len(starts), work)
         parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
+        return self._result(buf, starts, ends, cols, blank, base, first_index)
+
+    def _result(
+        self,
+        buf: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        cols: tb.BatchColumns,
+        blank: int,
+        base: int,
+        first_index: int,
+    ) -> ParseResult:
+        """The accepted batch and the dead letters of parsed messages."""
         self._exact_float_fallback(buf, starts, cols)
         codes = cols.errors[tb.ERR_CODE]
         rejected = np.flatnonzero(codes)

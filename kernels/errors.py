@@ -42,6 +42,10 @@ ERROR_NAMES: tuple[str, ...] = (
     "internal_error",
 )
 
+#: Not an error: the verdict of a line holding only whitespace, which is skipped and counted,
+#: never a message (only parse_lines writes it; the engine drops such lines before reporting).
+BLANK_LINE = 127
+
 # Field index markers stored beside an error code.
 NO_FIELD = -1  # the fault is not tied to a field (syntax, top level)
 UNKNOWN_KEY = -2  # the fault is an unknown key; its span is stored separately

@@ -9,7 +9,7 @@ stream carries over to its next read.
 import numpy as np
 from numba import njit, prange
 
-from kernels.bits import load_u64
+from kernels.bits import load_u64, trailing_zeros
 
 _NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 _ONES = np.uint64(0x0101010101010101)
@@ -57,18 +57,67 @@ def _is_blank(buf, s, e):
     return True
 
 
+@njit(nogil=True, parallel=True, cache=True)
+def count_lines(buf, start, end, nchunks):
+    """The first pass of newline framing, over nchunks equal byte chunks of buf[start:end]:
+    (counts, before, last).
+
+    Chunk c holds the LFs counts[c]..counts[c+1]-1 (counts is a prefix sum), and its first
+    line starts after before[c], the last LF before the chunk (start - 1 when none); last
+    is the position of the last LF of all (start - 1 when none). A line belongs to the
+    chunk holding its LF, wherever it starts.
+    """
+    n = end - start
+    counts = np.zeros(nchunks + 1, np.int64)
+    last = np.empty(nchunks, np.int64)
+    for c in prange(nchunks):
+        lo = start + c * n // nchunks
+        hi = start + (c + 1) * n // nchunks
+        counts[c + 1] = _count_newlines(buf, lo, hi)
+        last[c] = _last_newline(buf, lo, hi)
+    before = np.empty(nchunks, np.int64)
+    prev = start - 1
+    for c in range(nchunks):
+        counts[c + 1] += counts[c]
+        before[c] = prev
+        if last[c] >= 0:
+            prev = last[c]
+    return counts, before, prev
+
+
 @njit(nogil=True, cache=True, inline="always")
-def _line(buf, s, e, j, starts, ends, max_len):
-    """Record line j = buf[s:e] (its LF excluded), trimming one CR; return 1 if it is blank
-    (then marked with end -1), else 0."""
+def next_newline(buf, p, hi):
+    """Position of the first LF in buf[p:hi], or -1; 8 bytes per step."""
+    while p + 8 <= hi:
+        x = load_u64(buf, p) ^ _NEWLINES
+        found = (x - _ONES) & ~x & _HIGHS  # the lowest mark is the first LF (borrows go up)
+        if found != np.uint64(0):
+            return p + np.int64(trailing_zeros(found) >> np.uint64(3))
+        p += 8
+    while p < hi:
+        if buf[p] == 10:
+            return p
+        p += 1
+    return -1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def trim_line(buf, s, e, max_len):
+    """(end, blank) of the line buf[s:e] (its LF excluded): one CR before the LF trimmed;
+    blank when it holds only JSON whitespace and is not longer than max_len."""
     if e > s and buf[e - 1] == 13:
         e -= 1
+    return e, (s == e or buf[s] != 123) and e - s <= max_len and _is_blank(buf, s, e)  # most start with '{'
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _line(buf, s, e, j, starts, ends, max_len):
+    """Record line j = buf[s:e] (its LF excluded); return 1 if it is blank (then marked
+    with end -1), else 0."""
+    e, blank = trim_line(buf, s, e, max_len)
     starts[j] = s
-    ends[j] = e
-    if (s == e or buf[s] != 123) and e - s <= max_len and _is_blank(buf, s, e):  # most start with '{'
-        ends[j] = -1
-        return 1
-    return 0
+    ends[j] = -1 if blank else e
+    return 1 if blank else 0
 
 
 @njit(nogil=True, parallel=True, cache=True)
@@ -83,20 +132,7 @@ def frame_lines(buf, start, end, final, nchunks, max_len):
     find its last one), then write each line's span where the counts say it goes.
     """
     n = end - start
-    counts = np.zeros(nchunks + 1, np.int64)
-    last = np.empty(nchunks, np.int64)
-    for c in prange(nchunks):
-        lo = start + c * n // nchunks
-        hi = start + (c + 1) * n // nchunks
-        counts[c + 1] = _count_newlines(buf, lo, hi)
-        last[c] = _last_newline(buf, lo, hi)
-    before = np.empty(nchunks, np.int64)  # the last LF before each chunk, or start - 1
-    prev = start - 1
-    for c in range(nchunks):
-        counts[c + 1] += counts[c]
-        before[c] = prev
-        if last[c] >= 0:
-            prev = last[c]
+    counts, before, prev = count_lines(buf, start, end, nchunks)
     nlines = counts[nchunks]
     tail = final and end > prev + 1
     total = nlines + (1 if tail else 0)
@@ -108,19 +144,13 @@ def frame_lines(buf, start, end, final, nchunks, max_len):
         hi = start + (c + 1) * n // nchunks
         j = counts[c]
         s = before[c] + 1
-        p = lo
         nb = 0
-        while p < hi:
-            if p + 8 <= hi:
-                x = load_u64(buf, p) ^ _NEWLINES
-                if ((x - _ONES) & ~x & _HIGHS) == np.uint64(0):  # no LF in these 8 bytes
-                    p += 8
-                    continue
-            if buf[p] == 10:
-                nb += _line(buf, s, p, j, starts, ends, max_len)
-                j += 1
-                s = p + 1
-            p += 1
+        e = next_newline(buf, lo, hi)
+        while e >= 0:
+            nb += _line(buf, s, e, j, starts, ends, max_len)
+            j += 1
+            s = e + 1
+            e = next_newline(buf, s, hi)
         blank[c] = nb
     if tail:
         blank[nchunks] = _line(buf, prev + 1, end, nlines, starts, ends, max_len)

@@ -15,6 +15,7 @@ from numba import njit, prange
 
 from kernels.bits import prefetch, unowned
 from kernels.errors import (
+    BLANK_LINE,
     DUPLICATE_FIELD,
     INT_OVERFLOW,
     INVALID_JSON,
@@ -31,6 +32,7 @@ from kernels.errors import (
     UNKNOWN_FIELD,
     UNKNOWN_KEY,
 )
+from kernels.framing import next_newline, trim_line
 from kernels.numeric import (
     FLOAT_FALLBACK,
     FLOAT_OVERFLOW,
@@ -122,6 +124,7 @@ _RBRACKET = 93
 _QUOTE = 34
 _AHEAD = 2  # messages
 _AHEAD_LINES = 4  # 64-byte cache lines of it
+_NO_COUNTS = np.zeros(1, np.int64)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -631,12 +634,44 @@ def parse_message(
             errors[ERR_KEY_LEN, i] = st[ST_SEM_KEY_LEN]
 
 
-@njit(nogil=True, parallel=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
+def _scratch_for(length, scratch_owned, keys_owned):
+    """The chunk's decode buffer and duplicate-key table, grown when a message of ``length``
+    bytes needs more than they hold (as parse_batch sizes them for its longest message)."""
+    if scratch_owned.shape[0] < 2 * length + 16:
+        scratch_owned = np.empty(max(2 * length + 16, 2 * scratch_owned.shape[0]), np.uint8)
+    cap = keys_owned.shape[0]
+    if cap < 2 * (length // 4 + 2):
+        while cap < 2 * (length // 4 + 2):
+            cap *= 2
+        keys_owned = np.full((cap, 5), -1, np.int64)
+    return scratch_owned, keys_owned
+
+
 def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
     """Parse messages buf[starts[i]:ends[i]] into C, in parallel over chunks of messages.
 
     C.state must arrive zeroed; every other output is written where it is meaningful.
     """
+    _parse(buf, True, starts, ends, _NO_COUNTS, _NO_COUNTS, -1, max_message_bytes, T, C, nchunks)
+
+
+def parse_lines(buf, counts, before, tail, max_message_bytes, T, C, starts, ends, nchunks):
+    """parse_batch for newline-delimited ``buf``, framing as it goes: one pass over the bytes
+    instead of a framing pass and then a parsing pass that reads them again.
+
+    ``counts`` and ``before`` come from framing.count_lines over the same nchunks; ``tail``
+    is where a last line without LF starts (-1: none). Line j's span goes to starts[j],
+    ends[j] (CR trimmed); a blank line is marked BLANK_LINE in the verdicts and not parsed.
+    Returns the number of blank lines. C.state must arrive zeroed.
+    """
+    return _parse(buf, False, starts, ends, counts, before, tail, max_message_bytes, T, C, nchunks)
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T, C, nchunks):
+    """The kernel of parse_batch (``framed``) and parse_lines: one compiled body for both, so
+    the message parser is inlined (and compiled) once. Returns the number of blank lines."""
     buf = unowned(buf)
     fields = unowned(T.fields)
     fbounds = unowned(T.float_bounds)
@@ -650,41 +685,66 @@ def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
     floats = unowned(C.floats)
     spans = unowned(C.spans)
     errors = unowned(C.errors)
-    n = starts.shape[0]
+    n = starts.shape[0] if framed else buf.shape[0]  # messages, or bytes to frame
+    blank = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
         lo = c * n // nchunks
         hi = (c + 1) * n // nchunks
-        longest = 0
-        for i in range(lo, hi):
-            length = ends[i] - starts[i]
-            if length <= max_message_bytes and length > longest:
-                longest = length
-        scratch_owned = np.empty(2 * longest + 16, np.uint8)
-        cap = 16
-        while cap < 2 * (longest // 4 + 2):
-            cap *= 2
-        keys_owned = np.full((cap, 5), -1, np.int64)
+        i = lo  # the message
+        s = 0
+        lf = -1  # the LF ending it (parse_lines); n for the unterminated last line
+        if not framed:
+            i = counts[c]
+            s = before[c] + 1
+            lf = next_newline(buf, lo, hi)
+            if lf < 0 and c == nchunks - 1 and tail >= 0:
+                lf = n
+        scratch_owned = np.empty(16, np.uint8)
+        keys_owned = np.full((16, 5), -1, np.int64)
         st_owned = np.zeros(ST_SIZE + 2 * (max_depth + 2), np.int64)
-        scratch = unowned(scratch_owned)
-        keys = unowned(keys_owned)
         st = unowned(st_owned)
-        for i in range(lo, hi):
-            s = starts[i]
-            e = ends[i]
-            if i + _AHEAD < hi:
-                # a batch larger than the cache is read from memory: ask for the first lines
-                # of a message a little ahead, so parsing does not wait on each miss
-                ahead = starts[i + _AHEAD]
-                for line in range(_AHEAD_LINES):
-                    prefetch(buf, ahead + 64 * line)
-            if e - s > max_message_bytes:
+        nb = 0
+        while True:
+            is_blank = False
+            if framed:
+                if i >= hi:
+                    break
+                s = starts[i]
+                e = ends[i]
+                if i + _AHEAD < hi:
+                    # a batch larger than the cache is read from memory: ask for the first
+                    # lines of a message a little ahead, so parsing does not wait on each miss
+                    ahead = starts[i + _AHEAD]
+                    for line in range(_AHEAD_LINES):
+                        prefetch(buf, ahead + 64 * line)
+            else:
+                if lf < 0:
+                    break
+                e, is_blank = trim_line(buf, s, lf, max_message_bytes)
+                starts[i] = s
+                ends[i] = e
+            if is_blank:
+                errors[ERR_CODE, i] = BLANK_LINE
+                nb += 1
+            elif e - s > max_message_bytes:
                 errors[ERR_CODE, i] = TOO_LARGE
                 errors[ERR_POS, i] = 0
                 errors[ERR_FIELD, i] = NO_FIELD
             else:
+                scratch_owned, keys_owned = _scratch_for(e - s, scratch_owned, keys_owned)
                 parse_message(
                     buf, s, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
-                    state, ints, floats, spans, errors, st, keys, scratch,
+                    state, ints, floats, spans, errors, st, unowned(keys_owned), unowned(scratch_owned),
                 )  # fmt: skip
+            i += 1
+            if not framed:
+                if lf == n:  # that was the unterminated last line
+                    break
+                s = lf + 1
+                lf = next_newline(buf, s, hi)
+                if lf < 0 and c == nchunks - 1 and tail >= 0:
+                    lf = n
+        blank[c] = nb
         # keep the chunk's scratch alive (and owned) until its unowned views are done with
         scratch_owned[0] = keys_owned[0, 0] + st_owned[0]
+    return blank.sum()

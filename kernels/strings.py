@@ -106,7 +106,7 @@ def _utf8_length(buf, p, end):
     return 0
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, forceinline=True, _nrt=False)
 def scan_string(buf, p, end, st):
     """Validate the JSON string whose opening quote is at p; return the position after its
     closing quote, or -1 with the fault in st.
