@@ -12,8 +12,14 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import engine
+from kernels import tables as tb
+from kernels.errors import BLANK_LINE
+from kernels.framing import count_lines, frame_lines
+from kernels.jsonparse import parse_batch, parse_lines
 
 REQ = '"req": 1'
 
@@ -265,3 +271,58 @@ def test_thread_count_does_not_change_results(all_types_parser):
 def test_warm_parses_a_sample_without_side_effects(all_types_parser):
     all_types_parser.warm()
     assert all_types_parser.parse_ndjson(b'{"req": 5}').batch.column("req").to_pylist() == [5]
+
+
+FRAMING_YAML = """
+streams:
+  s:
+    format: ndjson
+    fields:
+      a: {type: int64}
+      s: {type: string}
+      b: {type: bool}
+"""
+
+
+LINES = [b'{"a":1,"s":"x"}', b'{"a":"x"}', b'{"s":"\\u00e9t\xc3\xa9","a":-7}', b"", b"  ", b"\r", b'{"a":', b"[1]"]
+LINES += [b'{"a":1,"a":2}', b'{"b":true,"zz":[1,{"k":2}]}', b'{"s":"' + b"y" * 40 + b'"}', b"\t{}\t"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(LINES), max_size=30),
+    sep=st.sampled_from([b"\n", b"\r\n"]),
+    terminated=st.booleans(),
+    nchunks=st.integers(1, 7),
+)
+def test_parse_lines_equals_framing_then_parsing(lines, sep, terminated, nchunks):
+    """parse_ndjson frames inside the parse kernel, over byte chunks (several only for large
+    inputs); on any chunking it must give what framing first and parsing after gives."""
+    parser = engine.Parser(engine.load_config(FRAMING_YAML).streams["s"])
+    data = sep.join(lines) + (sep if terminated and lines else b"")
+    buf = np.frombuffer(data, np.uint8)
+    tables, limit = parser.compiled.tables, parser.max_message_bytes
+    starts, ends, blank, _ = frame_lines(buf, 0, len(buf), True, 1, limit)
+    expected = parser._allocate(len(starts))
+    parse_batch(buf, starts, ends, limit, tables, expected, 1)
+
+    counts, before, last = count_lines(buf, 0, len(buf), nchunks)
+    tail = last + 1 if last + 1 < len(buf) else -1
+    n = int(counts[-1]) + (tail >= 0)
+    got_starts, got_ends = np.empty(n, np.int64), np.empty(n, np.int64)
+    got = parser._allocate(n)
+    assert parse_lines(buf, counts, before, tail, limit, tables, got, got_starts, got_ends, nchunks) == blank
+    lines_kept = got.errors[tb.ERR_CODE] != BLANK_LINE
+    assert got_starts[lines_kept].tolist() == starts.tolist()
+    assert got_ends[lines_kept].tolist() == ends.tolist()
+    codes = expected.errors[tb.ERR_CODE]
+    assert got.errors[tb.ERR_CODE, lines_kept].tolist() == codes.tolist()
+    faults = got.errors[:, lines_kept][:, codes != 0]  # field and position are set for faults only
+    assert (
+        faults[[tb.ERR_FIELD, tb.ERR_POS]].tolist()
+        == expected.errors[:, codes != 0][[tb.ERR_FIELD, tb.ERR_POS]].tolist()
+    )
+    assert got.state[:, lines_kept].tolist() == expected.state.tolist()
+    value = expected.state == tb.STATE_VALUE
+    assert (got.ints[:, lines_kept] == expected.ints)[value[[0, 2]]].all()
+    assert (got.spans[:, :, lines_kept] == expected.spans)[:, value[[1]]].all()
