@@ -31,7 +31,7 @@ from kernels.errors import (
     TOO_DEEP,
     TOO_LARGE,
 )
-from kernels.framing import count_lines, frame_length_prefixed
+from kernels.framing import count_lines, frame_length_prefixed, frame_lines
 from kernels.jsonparse import parse_batch, parse_lines
 
 _SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
@@ -159,7 +159,11 @@ class Parser:
         first real batch is not the one that pays for it."""
         from engine.sample import sample_ndjson
 
-        self.parse_ndjson(sample_ndjson(self.stream, 8, broken_every=2))
+        sample = sample_ndjson(self.stream, 8, broken_every=2)
+        self.parse_ndjson(sample)
+        # the service frames arenas apart from parsing them: newline and length-prefixed runs
+        frame_lines(as_uint8(sample), 0, len(sample), True, 1, self.max_message_bytes)
+        self.parse_length_prefixed(len(sample).to_bytes(4, "big") + sample)
         # size (and touch) the reused bookkeeping for a full batch now, for the same reason
         # arenas are touched: memory that grows only when a burst first needs it looks
         # like a leak in a long run

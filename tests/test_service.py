@@ -226,3 +226,22 @@ async def test_a_consumer_that_never_reads_cannot_hold_shutdown_forever():
     assert time.monotonic() - started < 20
     assert eng.stats("events")["received"] >= stalled_at
     assert eng.streams["events"].batches.dropped == 1
+
+
+async def test_serving_compiles_no_kernel_after_start(config):
+    """Start-up warms every kernel a batch needs: a first batch that compiled one would
+    stall its stream for seconds (minutes on a cold cache), after the ready line."""
+    from kernels import framing, gather, jsonparse
+
+    kernels = [getattr(m, name) for m in (framing, gather, jsonparse) for name in dir(m)]
+    kernels = [k for k in kernels if isinstance(k, numba.core.registry.CPUDispatcher)]
+    accepted = []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        compiled = {k: len(k.signatures) for k in kernels}
+        consumers.start_soon(drain, eng.subscribe("events"), accepted)
+        lines = b"".join(message(i) + b"\n" for i in range(50))
+        frames = b"".join(len(m).to_bytes(4, "big") + m for m in map(message, range(50, 100)))
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, lines, 5)
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[1].port, frames, 5)
+    assert sorted(column(accepted, "seq")) == list(range(100))
+    assert {k.__name__: len(k.signatures) for k in kernels} == {k.__name__: n for k, n in compiled.items()}
