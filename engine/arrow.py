@@ -73,7 +73,7 @@ def _column(
 ) -> pa.Array:
     """The Arrow column of fixed-width ``col`` for the kept rows; ``valid`` marks which hold
     a value (``full``: all of them)."""
-    validity = None if full else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    validity = _validity(valid, full)
     kind = col.kind
     if kind in (tb.KIND_FLOAT, tb.KIND_FLOAT32):
         values = _take(cols.floats[col.slot], rows)
@@ -97,13 +97,21 @@ def _column(
     return pa.Array.from_buffers(col.arrow_type, m, [validity, pa.py_buffer(values)])
 
 
+def _validity(valid: np.ndarray, full: bool) -> pa.Buffer | None:
+    """Arrow validity bitmap of a bool mask; None when ``full`` (every row valid)."""
+    return None if full else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _int32_offsets(offsets: np.ndarray) -> np.ndarray:
+    """Offsets (of one column, or one row per column) as Arrow's 32-bit string offsets."""
+    if offsets[..., -1].max(initial=0) > _INT32_MAX:
+        raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
+    return offsets.astype(np.int32)
+
+
 def _arrow_offsets(offsets: np.ndarray, data: np.ndarray, large: bool = False) -> tuple[pa.Buffer, pa.Buffer]:
     """Arrow (offsets, data) buffers: 32-bit offsets unless ``large``."""
-    if not large:
-        if offsets[-1] > _INT32_MAX:
-            raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
-        offsets = offsets.astype(np.int32)
-    return pa.py_buffer(offsets), pa.py_buffer(data)
+    return pa.py_buffer(offsets if large else _int32_offsets(offsets)), pa.py_buffer(data)
 
 
 def build_batch(
@@ -137,13 +145,11 @@ def _variable_width(
     offsets, data, bases = gather_columns(
         buf, cols.state, cols.spans, fields, slots, modes, _NO_ROWS if rows is None else rows, rows is None, _chunks(m)
     )
-    if offsets[:, -1].max(initial=0) > _INT32_MAX:
-        raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
-    offsets = offsets.astype(np.int32)
+    offsets = _int32_offsets(offsets)
     data = pa.py_buffer(data)
     arrays = {}
     for k, col in enumerate(gathered):
-        validity = None if full[col.index] else pa.py_buffer(np.packbits(valid[col.index], bitorder="little"))
+        validity = _validity(valid[col.index], full[col.index])
         values = data.slice(int(bases[k]), int(bases[k + 1] - bases[k]))
         arrays[col.index] = pa.Array.from_buffers(col.arrow_type, m, [validity, pa.py_buffer(offsets[k]), values])
     return arrays
