@@ -146,6 +146,30 @@ async def test_http_refuses_requests_without_the_token_and_serves_those_with_it(
     assert eng.stats("events")["received"] == 20
 
 
+def post_refused_midway(port: int, length: int, first: bytes, rest: bytes) -> bytes:
+    """POST a body of ``length`` bytes with no token: send ``first``, give the server time to
+    refuse it, send ``rest`` (as a client does that writes its whole body before reading),
+    then read everything the server answers until it closes."""
+    head = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + first)
+        time.sleep(0.3)  # the 401 is written and the server closes its side meanwhile
+        s.sendall(rest)
+        s.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: s.recv(1 << 16), b""))
+
+
+async def test_a_refused_body_still_being_sent_gets_its_answer_not_a_reset(token):
+    """Closing with the client's bytes unread makes the kernel send a reset, which can reach
+    the client before it reads the 401; the server drains (bounded) until the client is done."""
+    async with Engine(load_config(AUTH_YAML)) as eng:
+        port = eng.http[0].port
+        answer = await anyio.to_thread.run_sync(post_refused_midway, port, 4 << 20, b"x" * (2 << 20), b"x" * (2 << 20))
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        assert b"missing or invalid bearer token" in answer
+        assert eng.stats("events")["received"] == 0
+
+
 async def test_flight_refuses_calls_without_the_token(token):
     got: dict[str, pa.Table] = {}
 

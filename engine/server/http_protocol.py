@@ -18,7 +18,16 @@ subclass bounds every connection:
 
 Each hit is counted in ``hits`` (limit name -> connections closed) and logged once, as the
 connection closes with it. It also counts the requests uvicorn refuses with 503 for
-``max_connections``. Everything else is uvicorn's.
+``max_connections``.
+
+It also closes the way nginx does ("lingering close"). A connection closed while its
+client is still sending (a body refused unread with 401, 413 or 503, a head over its
+limit) would otherwise be reset by the kernel, because unread bytes sit in the socket:
+the reset can reach the client before it reads the answer, so it sees "connection reset"
+instead of the status that explains it. So such a close first ends our side (FIN after
+the answer), then reads and drops what still arrives, for at most ``LINGER_S`` and
+``LINGER_BYTES``, and closes when the client ends its side. An idle connection closes at
+once. Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -37,6 +46,41 @@ log = logging.getLogger("quiver.http")
 MIN_BODY_BYTES_PER_S = 64 << 10
 #: Extra time a body gets beyond ``message_timeout_s`` (see ``on_headers_complete``).
 BODY_GRACE_S = 1.0
+#: The longest a closing connection keeps reading (and dropping) what its client still
+#: sends, and the most it drops, so the client reads our answer rather than a reset.
+LINGER_S = 2.0
+LINGER_BYTES = 16 << 20
+
+
+class LingeringTransport:
+    """The connection's transport as uvicorn sees it, with ``close`` made lingering.
+
+    uvicorn closes through ``transport.close()`` from many places; wrapping the transport
+    catches them all. Everything but ``close`` and ``is_closing`` is the real transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        real = self._transport
+        if self.lingering or real.is_closing():
+            return
+        if not self._protocol.mid_request() or not real.can_write_eof():
+            real.close()  # nothing unread to reset it (or TLS, which cannot half-close)
+            return
+        self.lingering = True
+        real.write_eof()  # after what is buffered: the client gets the answer, then FIN
+        real.resume_reading()  # drain even if uvicorn had paused reading
+        self._protocol.linger(real)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -54,18 +98,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._trailer_bytes = 0
         self._deadline = 0.0  # loop time by which the message in progress must have ended
         self._timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_left = 0  # bytes a lingering close still drops before it closes
 
     # -- connection ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = LingeringTransport(transport, self)  # type: ignore[assignment]
         self._arm(self.loop.time() + self._timeout)  # its first request must come
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
+    def eof_received(self) -> bool | None:
+        if self.transport.lingering:  # type: ignore[attr-defined]
+            return False  # the client has sent all it will: the transport closes now
+        return super().eof_received()
+
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:  # type: ignore[attr-defined]
+            self._linger_left -= len(data)
+            if self._linger_left < 0:
+                self.transport._transport.close()  # type: ignore[attr-defined]
+            return
         if not self._in_head:
             return super().data_received(data)
         # feed no more than the head may still take: what follows the head (a body, a
@@ -117,6 +176,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._disarm()  # between requests, uvicorn's keep-alive timeout applies
         self._in_head, self._head_bytes = True, 0  # a next request may follow
+
+    # -- lingering close ----------------------------------------------------------------
+
+    def mid_request(self) -> bool:
+        """Whether a request has begun arriving and may not have ended (bytes unread)."""
+        return not self._in_head or self._head_bytes > 0
+
+    def linger(self, real: asyncio.Transport) -> None:
+        self._disarm()
+        self._linger_left = LINGER_BYTES
+        self._linger_timer = self.loop.call_later(LINGER_S, real.close)
 
     # -- the deadline --------------------------------------------------------------------
 
