@@ -15,10 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine import buffers
 from engine.schema import Column, CompiledSchema
 from kernels import tables as tb
 from kernels.errors import ERROR_NAMES, UNKNOWN_KEY
-from kernels.gather import COPY_RAW, COPY_STRING, gather, gather_columns
+from kernels.gather import COLUMN_TOO_LARGE, COPY_RAW, COPY_STRING, INT32_MAX, gather, gather_columns
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -33,7 +34,6 @@ DEAD_LETTER_SCHEMA = pa.schema(
 )
 _ERROR_NAMES = pa.array(ERROR_NAMES, pa.string())
 _NO_REJECTS = pa.RecordBatch.from_pylist([], schema=DEAD_LETTER_SCHEMA)
-_INT32_MAX = (1 << 31) - 1
 _NO_ROWS = np.empty(0, np.int64)
 
 
@@ -57,7 +57,7 @@ def gather_spans(
     """(offsets, data) Arrow buffers holding the value of each row, laid out by the kernel."""
     offsets = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    data = np.empty(int(offsets[-1]), np.uint8)
+    data = buffers.empty(int(offsets[-1]), np.uint8)
     if len(rows):
         gather(buf, start, end, rows, offsets, data, mode, _chunks(len(rows)))
     return _arrow_offsets(offsets, data, large)
@@ -102,16 +102,13 @@ def _validity(valid: np.ndarray, full: bool) -> pa.Buffer | None:
     return None if full else pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
-def _int32_offsets(offsets: np.ndarray) -> np.ndarray:
-    """Offsets (of one column, or one row per column) as Arrow's 32-bit string offsets."""
-    if offsets[..., -1].max(initial=0) > _INT32_MAX:
-        raise OverflowError("a string column of this batch exceeds 2 GiB: use smaller batches")
-    return offsets.astype(np.int32)
-
-
 def _arrow_offsets(offsets: np.ndarray, data: np.ndarray, large: bool = False) -> tuple[pa.Buffer, pa.Buffer]:
     """Arrow (offsets, data) buffers: 32-bit offsets unless ``large``."""
-    return pa.py_buffer(offsets if large else _int32_offsets(offsets)), pa.py_buffer(data)
+    if not large:
+        if offsets[-1] > INT32_MAX:
+            raise OverflowError(COLUMN_TOO_LARGE)
+        offsets = offsets.astype(np.int32)
+    return pa.py_buffer(offsets), pa.py_buffer(data)
 
 
 def build_batch(
@@ -143,9 +140,17 @@ def _variable_width(
     if not gathered:
         return {}
     offsets, data, bases = gather_columns(
-        buf, cols.state, cols.spans, fields, slots, modes, _NO_ROWS if rows is None else rows, rows is None, _chunks(m)
+        buf,
+        cols.state,
+        cols.spans,
+        fields,
+        slots,
+        modes,
+        _NO_ROWS if rows is None else rows,
+        rows is None,
+        _chunks(m),
+        allocate=buffers.empty,
     )
-    offsets = _int32_offsets(offsets)
     data = pa.py_buffer(data)
     arrays = {}
     for k, col in enumerate(gathered):

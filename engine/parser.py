@@ -16,6 +16,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from engine import buffers
 from engine.arrow import DEAD_LETTER_SCHEMA, build_batch, build_rejects
 from engine.config import StreamConfig
 from engine.schema import Column, CompiledSchema, compile_schema
@@ -193,8 +194,8 @@ class Parser:
         counts, before, last = count_lines(buf, 0, len(buf), nchunks)
         tail = last + 1 if last + 1 < len(buf) else -1
         n = int(counts[-1]) + (tail >= 0)
-        starts = np.empty(n, np.int64)
-        ends = np.empty(n, np.int64)
+        starts = buffers.empty(n, np.int64)
+        ends = buffers.empty(n, np.int64)
         work = self._take_workspace()
         try:
             cols = self._allocate(n, work)
@@ -307,8 +308,8 @@ class Parser:
         state, spans, errors = work.views(k, c.n_spans, n)
         return tb.BatchColumns(
             state=state,
-            ints=np.zeros((c.n_ints, n), np.int64),
-            floats=np.zeros((c.n_floats, n), np.float64),
+            ints=buffers.zeros((c.n_ints, n), np.int64),
+            floats=buffers.zeros((c.n_floats, n), np.float64),
             spans=spans,
             errors=errors,
         )

@@ -16,6 +16,8 @@ from kernels.tables import SPAN_END, SPAN_LEN, SPAN_START, STATE_VALUE
 COPY_RAW = 0  # bytes as they are (json text, dead-letter raw messages)
 COPY_STRING = 1  # JSON string content: decode escapes where there are any
 COPY_BASE64 = 2  # JSON string content holding base64 text: decode it
+INT32_MAX = (1 << 31) - 1  # the largest Arrow string offset
+COLUMN_TOO_LARGE = "a string column of this batch exceeds 2 GiB: use smaller batches"
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -33,16 +35,30 @@ def _copy_value(buf, a, b, out, o, length, mode, scratch):
         else:
             base64_decode(buf, a, b, out, o)
     elif mode == COPY_RAW or b - a == length:
-        # 8 bytes per step, then the tail (slicing would build array views per row)
-        k = 0
-        while k + 8 <= length:
-            store_u64(out, o + k, load_u64(buf, a + k))
-            k += 8
-        while k < length:
-            out[o + k] = buf[a + k]
-            k += 1
+        # 8 bytes per step (slicing would build array views per row); a value of 8 bytes
+        # or more ends with one word that overlaps the last step instead of a byte loop
+        if length >= 8:
+            k = 0
+            while k + 8 < length:
+                store_u64(out, o + k, load_u64(buf, a + k))
+                k += 8
+            store_u64(out, o + length - 8, load_u64(buf, a + length - 8))
+        else:
+            for k in range(length):
+                out[o + k] = buf[a + k]
     else:
         unescape(buf, a, b, out, o)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _longest_span(span_start, span_end, rows, all_rows, offsets, lo, hi):
+    """The longest input span among rows lo..hi that have a value: a worker's base64 scratch."""
+    longest = 0
+    for j in range(lo, hi):
+        if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
+            i = j if all_rows else rows[j]
+            longest = max(longest, span_end[i] - span_start[i])
+    return longest
 
 
 @njit(nogil=True, parallel=True, cache=True)
@@ -61,9 +77,7 @@ def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
         hi = (c + 1) * m // nchunks
         longest = 0
         if mode == COPY_BASE64:
-            for j in range(lo, hi):
-                if offsets[j + 1] > offsets[j]:  # spans of empty rows are not meaningful
-                    longest = max(longest, span_end[rows[j]] - span_start[rows[j]])
+            longest = _longest_span(span_start, span_end, rows, False, offsets, lo, hi)
         scratch = np.empty(longest + 8, np.uint8)
         for j in range(lo, hi):
             o = offsets[j]
@@ -73,22 +87,38 @@ def gather(buf, span_start, span_end, rows, offsets, out, mode, nchunks):
                 _copy_value(buf, span_start[i], span_end[i], out, o, length, mode, scratch)
 
 
-@njit(nogil=True, parallel=True, cache=True)
-def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchunks):
+def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchunks, allocate=np.empty):
     """Every string-like column of a batch in one call: (offsets, data, bases).
 
     Column c holds field ``fields[c]`` whose spans are in slot ``slots[c]`` of ``spans``
     (SPAN_START, SPAN_END, SPAN_LEN), copied by ``modes[c]``. Its values for rows[j] (every
     message when ``all_rows``) are data[bases[c] + offsets[c, j] : bases[c] + offsets[c, j + 1]];
-    rows without a value (state other than 2) are empty.
+    rows without a value (state other than 2) are empty. Offsets are Arrow's int32, counted
+    from each column's base; a column of 2 GiB or more raises OverflowError.
 
-    One pass over the messages copies all of a message's values while its bytes are in
-    cache: on a batch larger than the cache, a pass per column missed once per value.
+    ``allocate(shape, dtype)`` makes the offsets and data, which become Arrow buffers (the
+    engine passes its pool allocator, engine.buffers.empty).
     """
     k = fields.shape[0]
     m = state.shape[1] if all_rows else rows.shape[0]
-    offsets = np.empty((k, m + 1), np.int64)
+    offsets = allocate((k, m + 1), np.int32)
     bases = np.zeros(k + 1, np.int64)
+    _column_sizes(state, spans, fields, slots, rows, all_rows, offsets, bases)
+    if k and np.diff(bases).max() > INT32_MAX:
+        raise OverflowError(COLUMN_TOO_LARGE)
+    data = allocate(int(bases[k]), np.uint8)
+    if m:
+        _gather_columns(buf, spans, slots, modes, rows, all_rows, offsets, bases, data, nchunks)
+    return offsets, data, bases
+
+
+@njit(nogil=True, cache=True)
+def _column_sizes(state, spans, fields, slots, rows, all_rows, offsets, bases):
+    """Offsets of each column's values (from 0) and each column's base in the data.
+
+    A column past 2 GiB wraps its int32 offsets; its base (int64) tells the caller."""
+    k = fields.shape[0]
+    m = offsets.shape[1] - 1
     for c in range(k):
         f = fields[c]
         s = slots[c]
@@ -100,7 +130,17 @@ def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchu
                 total += spans[SPAN_LEN, s, i]
             offsets[c, j + 1] = total
         bases[c + 1] = bases[c] + total
-    data = np.empty(bases[k], np.uint8)
+
+
+@njit(nogil=True, parallel=True, cache=True)
+def _gather_columns(buf, spans, slots, modes, rows, all_rows, offsets, bases, data, nchunks):
+    """Copy every value to its place (see gather_columns), one pass over the messages.
+
+    One pass copies all of a message's values while its bytes are in cache: on a batch
+    larger than the cache, a pass per column missed once per value.
+    """
+    k = slots.shape[0]
+    m = offsets.shape[1] - 1
     out = unowned(data)
     at = unowned(offsets)
     source = unowned(buf)
@@ -112,10 +152,9 @@ def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchu
         for c in range(k):
             if modes[c] == COPY_BASE64:
                 s = slots[c]
-                for j in range(lo, hi):
-                    if at[c, j + 1] > at[c, j]:  # spans of empty rows are not meaningful
-                        i = j if all_rows else rows[j]
-                        longest = max(longest, span[SPAN_END, s, i] - span[SPAN_START, s, i])
+                longest = max(
+                    longest, _longest_span(span[SPAN_START, s], span[SPAN_END, s], rows, all_rows, at[c], lo, hi)
+                )
         scratch = np.empty(longest + 8, np.uint8)
         for j in range(lo, hi):
             i = j if all_rows else rows[j]
@@ -126,4 +165,3 @@ def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchu
                     s = slots[c]
                     a = span[SPAN_START, s, i]
                     _copy_value(source, a, span[SPAN_END, s, i], out, bases[c] + o, length, modes[c], scratch)
-    return offsets, data, bases

@@ -7,6 +7,7 @@ import base64
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +83,24 @@ def test_gather_columns_matches_a_naive_reference(cols, keep, chunks, escape_sla
             assert offsets[c].tolist() == [0, *np.cumsum([len(v) for v in values], dtype=np.int64).tolist()]
             assert bytes(data[bases[c] : bases[c + 1]]) == b"".join(values)
         assert bases[-1] == len(data)
+
+
+def test_a_column_of_2_gib_or_more_is_refused_before_its_data_is_allocated():
+    """Arrow string offsets are int32: lengths adding past 2**31 - 1 must raise, not wrap."""
+    state = np.full((1, 3), tb.STATE_VALUE, np.int8)
+    spans = np.zeros((3, 1, 3), np.int64)
+    spans[tb.SPAN_LEN, 0] = [1 << 30, 1 << 30, 1]  # 2 GiB + 1 byte of (imaginary) values
+    asked = []
+
+    def allocate(shape, dtype):
+        asked.append(shape)
+        return np.empty(shape, dtype)
+
+    one = np.zeros(1, np.int64)
+    modes = np.array([COPY_RAW], np.int64)
+    with pytest.raises(OverflowError, match="2 GiB"):
+        gather_columns(np.zeros(0, np.uint8), state, spans, one, one, modes, one, True, 1, allocate)
+    assert asked == [(1, 4)]  # the offsets only
+    spans[tb.SPAN_LEN, 0, 2] = 0  # exactly 2 GiB: its last offset is one past int32
+    with pytest.raises(OverflowError):
+        gather_columns(np.zeros(0, np.uint8), state, spans, one, one, modes, one, True, 1, allocate)
