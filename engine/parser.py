@@ -190,10 +190,23 @@ class Parser:
         """Parse newline-delimited JSON (LF or CRLF; blank lines skipped and counted)."""
         buf = as_uint8(data)
         self._use_threads()
+        parsed = self.parse_lines_of(buf)
+        assert parsed is not None
+        return parsed[0]
+
+    def parse_lines_of(
+        self, buf: np.ndarray, *, base: int = 0, first_index: int = 0, max_messages: int | None = None
+    ) -> tuple[ParseResult, np.ndarray] | None:
+        """Internal (arenas): parse_ndjson of a read-only uint8 ``buf`` on the calling
+        thread's Numba threads, framing as it parses, with dead-letter offsets and indices
+        from ``base`` and ``first_index``. Returns the result and each message's start, or
+        None, having parsed nothing, when ``buf`` holds more than ``max_messages`` lines."""
         nchunks = _threads_chunks(max(1, len(buf) >> 16))
         counts, before, last = count_lines(buf, 0, len(buf), nchunks)
         tail = last + 1 if last + 1 < len(buf) else -1
         n = int(counts[-1]) + (tail >= 0)
+        if max_messages is not None and n > max_messages:
+            return None
         starts = buffers.empty(n, np.int64)
         ends = buffers.empty(n, np.int64)
         work = self._take_workspace()
@@ -215,7 +228,7 @@ class Parser:
                 lines = np.flatnonzero(cols.errors[tb.ERR_CODE] != BLANK_LINE)
                 starts, ends = starts[lines], ends[lines]
                 cols = tb.BatchColumns(*(np.take(a, lines, axis=-1) for a in cols))  # C-contiguous
-            return self._result(buf, starts, ends, cols, int(blank), 0, 0)
+            return self._result(buf, starts, ends, cols, int(blank), base, first_index), starts
         finally:
             self._give_workspace(work)
 

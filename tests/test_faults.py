@@ -47,14 +47,18 @@ async def test_a_failure_inside_batch_processing_sends_that_batch_to_dead_letter
         tg.start_soon(drain, eng.subscribe("events"), rows)
         tg.start_soon(drain, eng.subscribe("events.rejects"), dead)
         stream = eng.streams["events"]
-        parse = stream.parser.parse_spans
 
-        def faulty(buf, starts, ends, **kw):
-            if b"poison" in buf.tobytes():
-                raise RuntimeError("a bug in batch processing")
-            return parse(buf, starts, ends, **kw)
+        def faulty(parse):
+            def call(buf, *args, **kw):
+                if b"poison" in buf.tobytes():
+                    raise RuntimeError("a bug in batch processing")
+                return parse(buf, *args, **kw)
 
-        stream.parser.parse_spans = faulty
+            return call
+
+        # both ways an arena is parsed: lines framed as they are parsed, or framed first
+        stream.parser.parse_lines_of = faulty(stream.parser.parse_lines_of)
+        stream.parser.parse_spans = faulty(stream.parser.parse_spans)
         port = eng.tcp[0].port
         first = lines(200, 10)
         await anyio.to_thread.run_sync(send_tcp, port, first)
