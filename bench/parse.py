@@ -4,6 +4,8 @@ This module owns the parse benchmark harness: it generates one corpus per exampl
 (``bench.corpus`` + ``configs/examples/<corpus>.yaml``), gives every peer the *same* bytes,
 schema and thread budget, times ``--repeat`` runs after one untimed warm-up (so Numba compile
 time, lazy imports and allocator warm-up are excluded for everybody) and reports the median.
+Repeats are interleaved (one run of each peer in turn), so a slow spell of a shared machine
+falls on every peer alike.
 
 Peers, and what each one produces (a peer that does less work is labelled, not hidden):
 
@@ -356,17 +358,15 @@ class PeerResult:
         return statistics.median(self.times)
 
 
-def time_runs(run: Callable[[], tuple[int, Any]], repeat: int) -> tuple[list[float], int]:
-    """Median-friendly timings: collect garbage first so one run's leftovers don't bill the
-    next, and drop each output before the next run so memory stays at one output."""
-    times, rows = [], 0
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        rows, out = run()
-        times.append(time.perf_counter() - t0)
-        del out
-    return times, rows
+def time_run(run: Callable[[], tuple[int, Any]]) -> tuple[float, int]:
+    """One timed run: collect garbage first so one run's leftovers don't bill the next, and
+    drop the output before the next run so memory stays at one output."""
+    gc.collect()
+    t0 = time.perf_counter()
+    rows, out = run()
+    elapsed = time.perf_counter() - t0
+    del out
+    return elapsed, rows
 
 
 def compare(reference: pa.RecordBatch, other: pa.Table | pa.RecordBatch) -> list[str]:
@@ -433,9 +433,9 @@ def run_corpus(
     log: Callable[[str], None],
 ) -> list[PeerResult]:
     """Warm up, verify and time every peer on one corpus."""
-    results = []
     reference: pa.RecordBatch | None = None
-    for peer in make_peers(corpus, names, threads, block_size):
+    peers = make_peers(corpus, names, threads, block_size)
+    for peer in peers:
         t0 = time.perf_counter()
         rows, out = peer.run()  # warm-up: compiles / caches, excluded from timings
         log(f"  {peer.name}: warm-up {time.perf_counter() - t0:.2f}s, {rows} rows")
@@ -447,9 +447,21 @@ def run_corpus(
             elif reference is not None:
                 peer.notes += [f"WARNING: differs from Quiver: {p}" for p in compare(reference, out)]
         del out
-        times, rows = time_runs(peer.run, repeat)
-        results.append(PeerResult(peer.name, peer.output, peer.threads, times, rows, peer.notes))
-        log(f"  {peer.name}: median {statistics.median(times):.3f}s over {repeat} runs")
+    # repeats interleaved, one run of each peer in turn: this machine's speed drifts (by up
+    # to 1.7x for minutes at a time), and back-to-back repeats would bill a slow spell to
+    # whichever peer it fell on
+    times: dict[str, list[float]] = {peer.name: [] for peer in peers}
+    rows_of: dict[str, int] = {}
+    for _ in range(repeat):
+        for peer in peers:
+            elapsed, rows_of[peer.name] = time_run(peer.run)
+            times[peer.name].append(elapsed)
+    results = []
+    for peer in peers:
+        results.append(
+            PeerResult(peer.name, peer.output, peer.threads, times[peer.name], rows_of[peer.name], peer.notes)
+        )
+        log(f"  {peer.name}: median {statistics.median(times[peer.name]):.3f}s over {repeat} runs")
     return results
 
 
