@@ -197,13 +197,15 @@ M_MMAP_THRESHOLD = -3  # glibc malloc.h
 
 
 def _return_large_frees_to_the_os() -> None:
-    """Serve a batch's large column buffers from mmap, whatever sizes came before.
+    """Serve large glibc blocks from mmap, whatever sizes came before.
 
-    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
-    which blocks of that size come from the heap, where a burst of large batches leaves
-    fragments that a steady stream never gives back: RSS steps up after every burst. A
-    fixed threshold keeps large buffers in mmap, returned to the OS when their batch is
-    consumed. The process is ours, so this is set in ``quiver serve`` only, not in Engine.
+    A batch's column buffers come from Arrow's memory pool (engine/buffers.py), but numpy
+    temporaries (the accepted rows of a batch with rejects, dead letters) and kernel scratch
+    still come from glibc. glibc raises its mmap threshold each time a large block is freed
+    (up to 32 MiB), after which blocks of that size come from the heap, where a burst of
+    large batches leaves fragments that a steady stream never gives back: RSS steps up after
+    every burst. A fixed threshold keeps large blocks in mmap, returned to the OS when
+    freed. The process is ours, so this is set in ``quiver serve`` only, not in Engine.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return  # the operator chose (glibc reads it at start): theirs stands
