@@ -326,3 +326,33 @@ def test_parse_lines_equals_framing_then_parsing(lines, sep, terminated, nchunks
     value = expected.state == tb.STATE_VALUE
     assert (got.ints[:, lines_kept] == expected.ints)[value[[0, 2]]].all()
     assert (got.spans[:, :, lines_kept] == expected.spans)[:, value[[1]]].all()
+
+
+def test_wide_schemas_check_required_and_duplicate_fields_past_the_63rd():
+    """Required and duplicate checks hold for every declared field of a wide schema, not
+    only for the first few dozen (a per-message bitmask of seen fields would stop at 63 or
+    64: a kernel optimisation that was measured, gained nothing and was not kept)."""
+    names = [f"f{k}" for k in range(70)]
+    required = {0, 62, 63, 69}
+    fields = "".join(
+        f"      {n}: {{type: int64, required: {'true' if k in required else 'false'}}}\n" for k, n in enumerate(names)
+    )
+    wide = "streams:\n  wide:\n    format: ndjson\n    batch: {max_messages: 1024, max_bytes: 1MiB}\n    fields:\n"
+    cfg = engine.load_config(wide + fields)
+    parser = engine.Parser(cfg.streams["wide"])
+
+    def body(keys: list[int], extra: str = "") -> str:
+        return "{" + ", ".join(f'"f{k}": {k}' for k in keys) + extra + "}"
+
+    full = sorted(required | {5, 64, 65})
+    assert accepted_row(parser, body(full)) == {n: (k if k in full else None) for k, n in enumerate(names)}
+    for gone in sorted(required):  # the lowest missing required field is named, either side
+        row = rejected(parser, body([k for k in full if k != gone]))
+        assert (row["error"], row["field"]) == ("missing_required", f"f{gone}")
+    row = rejected(parser, body([k for k in full if k not in (62, 69)]))
+    assert row["field"] == "f62"
+    for again in (5, 62, 63, 65):
+        row = rejected(parser, body(full, f', "f{again}": 1'))
+        assert (row["error"], row["field"]) == ("duplicate_field", f"f{again}")
+    row = rejected(parser, body([k for k in full if k not in (63, 64)], ', "f64": null'))  # null: present
+    assert (row["error"], row["field"]) == ("missing_required", "f63")
