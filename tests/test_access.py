@@ -147,16 +147,18 @@ async def test_http_refuses_requests_without_the_token_and_serves_those_with_it(
 
 
 def post_refused_midway(port: int, length: int, first: bytes, rest: bytes) -> bytes:
-    """POST a body of ``length`` bytes with no token: send ``first``, give the server time to
-    refuse it, send ``rest`` (as a client does that writes its whole body before reading),
-    then read everything the server answers until it closes."""
+    """POST a body of ``length`` bytes with no token: send ``first``, wait for the server's
+    answer (it refuses at once, and closes its side), send ``rest`` anyway (as a client does
+    that writes its whole body before reading), then read all it answers until it closes."""
     head = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(head + first)
-        time.sleep(0.3)  # the 401 is written and the server closes its side meanwhile
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the status line and headers have come
+            answer += s.recv(1 << 16)
         s.sendall(rest)
         s.shutdown(socket.SHUT_WR)
-        return b"".join(iter(lambda: s.recv(1 << 16), b""))
+        return answer + b"".join(iter(lambda: s.recv(1 << 16), b""))
 
 
 async def test_a_refused_body_still_being_sent_gets_its_answer_not_a_reset(token):
