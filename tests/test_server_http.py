@@ -200,3 +200,27 @@ async def test_live_stream_readers_get_the_schema_before_any_batch(config):
 
         with anyio.fail_after(20):
             assert await anyio.to_thread.run_sync(schema) == eng.streams["events"].parser.schema
+
+
+def test_live_stream_bodies_go_out_in_bounded_pieces_that_make_the_ipc_stream():
+    from engine.server.http import IpcChunks
+
+    n = 100_000
+    batch = pa.record_batch({"n": pa.array(range(n)), "s": pa.array([f"value {i:08d}" * 3 for i in range(n)])})
+
+    def write(sink) -> None:
+        writer = pa.ipc.new_stream(sink, batch.schema)
+        writer.write_batch(batch)
+        writer.write_batch(batch.slice(5, 10))
+        writer.close()
+
+    sink = IpcChunks()
+    write(sink)
+    pieces = sink.pieces()
+    assert len(pieces) > 10
+    assert all(len(p) == IpcChunks.PIECE_BYTES for p in pieces[:-1])
+    assert 0 < len(pieces[-1]) <= IpcChunks.PIECE_BYTES
+    whole = pa.BufferOutputStream()
+    write(whole)
+    assert b"".join(pieces) == whole.getvalue().to_pybytes()
+    assert sink.pieces() == []  # what was sent is not sent again

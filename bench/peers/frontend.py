@@ -498,13 +498,13 @@ class PeerServer:
         writer.write_batch(self.ingest.empty_batch())  # the schema goes out at once
         headers = [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
+        await sink.send(send)
         queue = consumer.queue
         while (batch := await queue.get()) is not None:
             writer.write_batch(batch)
-            await send({"type": "http.response.body", "body": sink.take(), "more_body": True})
+            await sink.send(send)
         writer.close()  # end-of-stream marker
-        await send({"type": "http.response.body", "body": sink.take(), "more_body": False})
+        await sink.send(send, more_body=False)
 
     @staticmethod
     async def _until_disconnect(receive: Receive) -> None:
