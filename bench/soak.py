@@ -100,7 +100,7 @@ def _consume_per_second(http: str, grpc: str, producers: int, capacity: int, sub
             "done",
             {
                 "received": sink.received,
-                "unique": int(sink.seen.sum()),
+                "unique": sink.unique,
                 "duplicates": sink.duplicates,
                 "error": sink.error,
                 "quantiles": _hist_quantiles(hist, [50, 99, 99.9]) + [worst[0]],
