@@ -90,6 +90,7 @@ class Templates:
         self.bytes_per_message = float(lengths.mean())
         starts = self.offsets[:-1].reshape(self.chunks, chunk) - self.offsets[:-1:chunk][:, None]
         self.starts = starts  # of each message, from its chunk's start
+        self.stamp(0, SEQ_BASE, 0)  # compile (or load) the kernel now, not in a timed send
 
     def stamp(self, c: int, first_seq: int, sent_ns: int) -> bytes:
         """Chunk ``c`` of the templates with seq numbers from ``first_seq`` and ``sent_ns``."""
