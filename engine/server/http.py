@@ -92,8 +92,8 @@ class IpcChunks:
     stay small because each is copied twice on its way out (here, and by uvicorn's
     chunked framing) into a fresh ``bytes``: a piece the size of a whole full-speed batch
     (several MB) is a fresh mmap for glibc, whose pages are faulted in and unmapped again
-    on every batch, while a small piece reuses heap memory. At full speed, one piece per
-    batch cost a quarter of the throughput.
+    on every batch, while a small piece reuses heap memory. At full speed, pieces halved
+    the server's page faults (70 to 36 per 1000 messages).
     """
 
     closed = False
