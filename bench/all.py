@@ -12,6 +12,8 @@ live Arrow consumer over HTTP in its own process, every message checked):
   configs/bench/loadgen.yaml, at 10k, 50k, 100k and 200k messages/s and as fast as possible;
   per run: throughput, CPU of the service process, RSS over time, latency from scheduled
   send to the consumer (p50/p99/p99.9/max, and over time), messages lost;
+* the read floor at each fixed rate: CPU of a process that only reads the same producer's
+  bytes (bench/peers/reader.py), what the machine charges before any service does work;
 * Python allocations on the hot path, in process: gen-0 garbage collections per million
   messages and allocated memory blocks per batch (Quiver's ingest path and the plain
   peer's per-message path over the same bytes);
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.loadgen import CONFIG, ROOT, STREAM, LoadResult, Server, Templates, run_load
+from bench.loadgen import CONFIG, ROOT, STREAM, LoadResult, Producer, Server, Templates, default_chunk, run_load
 
 SERVICES = {
     "quiver": "engine.cli serve",
@@ -46,6 +48,8 @@ SERVICES = {
     "asyncio+pyarrow.json": "bench.peers.pyarrow_json",
 }
 PEER = "asyncio+orjson"  # the baseline every ratio is against
+FLOOR = "bench.peers.reader"  # reads and discards: what the reads alone cost
+FLOOR_SECONDS = 10.0  # the floor is steady: a short run per rate is enough
 MAX = 0  # rate 0: as fast as possible
 
 
@@ -56,10 +60,19 @@ def rate_label(rate: float) -> str:
 # -- service runs -------------------------------------------------------------------------
 
 
-def service_runs(rates: list[float], seconds: dict[float, float], repeat: int, log) -> list[dict]:
-    runs = []
+def service_runs(rates: list[float], seconds: dict[float, float], repeat: int, log) -> tuple[list[dict], list[dict]]:
+    """Every service at every rate, and the read floor at every fixed rate, interleaved:
+    (service runs, floor runs)."""
+    runs, floors = [], []
     for r in range(repeat):
         for rate in rates:
+            if rate != MAX:
+                floor = floor_run(rate, min(seconds[rate], FLOOR_SECONDS))
+                floors.append({"rate": rate, "repeat": r, **floor})
+                log(
+                    f"{'read floor':<22} {rate_label(rate):>7} #{r + 1}: cpu {floor['cpu_pct']:5.1f}%"
+                    f"  read {floor['read_bytes']:,} of {floor['sent_bytes']:,} bytes"
+                )
             for name, module in SERVICES.items():
                 server = Server.spawn(CONFIG, module=module)
                 try:
@@ -73,7 +86,32 @@ def service_runs(rates: list[float], seconds: dict[float, float], repeat: int, l
                     f"  max {res.max_ms:8.1f} ms  cpu {res.server_cpu_pct:5.1f}%  rss {res.peak_rss_mb:6.0f} MB"
                     f"  lost {res.lost}"
                 )
-    return runs
+    return runs, floors
+
+
+def floor_run(rate: float, seconds: float) -> dict:
+    """CPU of a process that only reads what the load generator's producer sends at
+    ``rate`` (same chunks, same pacing, one connection as in the service runs)."""
+    server = Server.spawn(CONFIG, module=FLOOR)
+    try:
+        templates = Templates(default_chunk(rate, "tcp"))
+        budget = int(rate * seconds)
+        producer = Producer(0, server, templates, rate, max(templates.chunk, budget - budget % templates.chunk), "tcp")
+        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+        producer.start()
+        producer.join()
+        elapsed, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
+    finally:
+        server.stop()
+    assert server.proc is not None and server.proc.stdout is not None
+    said = server.proc.stdout.read()
+    read = int(said.split("read ", 1)[1].split()[0]) if "read " in said else -1
+    return {
+        "cpu_pct": round(100 * cpu / elapsed, 1),
+        "sent_bytes": producer.bytes,
+        "read_bytes": read,
+        "error": producer.error,
+    }
 
 
 def median_of(runs: list[dict], service: str, rate: float, key: str) -> float:
@@ -222,7 +260,12 @@ def environment() -> dict[str, str]:
     }
 
 
-def plots(runs: list[dict], scaling: list[dict], rates: list[float], out: Path) -> list[str]:
+def floor_of(floors: list[dict], rate: float) -> float:
+    values = [f["cpu_pct"] for f in floors if f["rate"] == rate]
+    return statistics.median(values) if values else float("nan")
+
+
+def plots(runs: list[dict], floors: list[dict], scaling: list[dict], rates: list[float], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,6 +297,11 @@ def plots(runs: list[dict], scaling: list[dict], rates: list[float], out: Path) 
             "o-",
             color=colors[name],
             label=name,
+        )
+    if floors:
+        fixed = [r for r in rates if r]
+        ax.plot(
+            [r / 1000 for r in fixed], [floor_of(floors, r) for r in fixed], "o--", color="tab:gray", label="reads only"
         )
     ax.set(xlabel="offered rate, thousand messages/s", ylabel="service CPU % (of one core)")
     ax.set_title("CPU vs rate")
@@ -293,7 +341,14 @@ def _save(fig, path: Path) -> str:
 
 
 def report(
-    env: dict, runs: list[dict], allocs: dict, scaling: list[dict], rates: list[float], args, images: list[str]
+    env: dict,
+    runs: list[dict],
+    floors: list[dict],
+    allocs: dict,
+    scaling: list[dict],
+    rates: list[float],
+    args,
+    images: list[str],
 ) -> str:
     repeat = max(r["repeat"] for r in runs) + 1
     lines = [
@@ -340,7 +395,8 @@ def report(
                 f"{m('p999_ms'):.1f} | {m('max_ms'):.1f} | {worst_p99:.1f} | {m('server_cpu_pct'):.0f} | {worst_rss:.0f} | "
                 f"{lost} | {vs} |"
             )
-    lines += ["", *targets(runs, rates), "", "## Python allocations on the hot path", ""]
+    lines += ["", *floor_table(runs, floors, rates)]
+    lines += ["", *targets(runs, floors, rates), "", "## Python allocations on the hot path", ""]
     lines += [
         "In process, the same stamped clickstream messages through Quiver's whole ingest path "
         "(framing into the arena, kernels, Arrow, topic) and through the plain peer's "
@@ -387,7 +443,34 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def targets(runs: list[dict], rates: list[float]) -> list[str]:
+def floor_table(runs: list[dict], floors: list[dict], rates: list[float]) -> list[str]:
+    """CPU of each service beside that of a process that only reads the same bytes."""
+    fixed = [r for r in rates if r]
+    if not floors or not fixed:
+        return []
+    lines = [
+        "### CPU beside the read floor",
+        "",
+        "The read floor (`bench/peers/reader.py`) is a process that reads what the same producer sends, "
+        "in the same chunks at the same pace, and throws it away. Its CPU is what this machine charges "
+        "for the reads alone (wake-ups, system calls, the event loop); every service pays it before any "
+        "work of its own. *Above floor* is a service's CPU minus the floor's. The targets below are on "
+        "the whole CPU, floor included.",
+        "",
+        "| rate | reads only CPU % | " + " | ".join(f"{n} CPU % (above floor)" for n in SERVICES) + " |",
+        "|---|---:|" + "---:|" * len(SERVICES),
+    ]
+    for rate in fixed:
+        floor = floor_of(floors, rate)
+        cells = []
+        for name in SERVICES:
+            cpu = median_of(runs, name, rate, "server_cpu_pct")
+            cells.append(f"{cpu:.0f} ({cpu - floor:.0f})")
+        lines.append(f"| {rate_label(rate)} | {floor:.1f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(runs: list[dict], floors: list[dict], rates: list[float]) -> list[str]:
     """The issue's targets, checked against what was measured (never asserted)."""
     from engine import load_config
 
@@ -403,7 +486,8 @@ def targets(runs: list[dict], rates: list[float]) -> list[str]:
         out += [
             f"- At 50k/s Quiver used {q_cpu:.0f}% CPU, the asyncio+orjson peer {p_cpu:.0f}%: "
             f"{p_cpu / max(q_cpu, 1e-9):.1f}x less (target: at least 5x). "
-            f"{'Met' if p_cpu >= 5 * q_cpu else 'Not met'}.",
+            f"{'Met' if p_cpu >= 5 * q_cpu else 'Not met'}. A process that only reads the same bytes used "
+            f"{floor_of(floors, 50_000):.1f}%.",
             f"- At 50k/s Quiver's p99.9 was {p999:.1f} ms (target: linger_ms + 5 = {linger + 5} ms). "
             f"{'Met' if p999 <= linger + 5 else 'Not met'}.",
             f"- At 50k/s Quiver's max was {mx:.1f} ms, {mx / max(p99, 1e-9):.1f}x its p99 {p99:.1f} ms "
@@ -443,17 +527,20 @@ def main(argv: list[str] | None = None) -> int:
     seconds = {r: (base if (args.quick or args.seconds) else (60.0 if r == 50_000 else base)) for r in rates}
     repeat = args.repeat or (1 if args.quick else 3)
     env = environment()
-    runs = service_runs(rates, seconds, repeat, log)
+    runs, floors = service_runs(rates, seconds, repeat, log)
     allocs = allocation_probe(batches=3 if args.quick else 20)
     log(f"allocations: {json.dumps(allocs)}")
     scaling = kernel_scaling(20_000 if args.quick else 500_000, 2 if args.quick else 5, log)
-    images = plots(runs, scaling, rates, args.out / "results")
-    (args.out / "RESULTS.md").write_text(report(env, runs, allocs, scaling, rates, args, images))
+    images = plots(runs, floors, scaling, rates, args.out / "results")
+    (args.out / "RESULTS.md").write_text(report(env, runs, floors, allocs, scaling, rates, args, images))
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k not in ("timeline", "rss")} for r in runs]
-    (args.out / "results" / "runs.json").write_text(json.dumps({"environment": env, "runs": slim}, indent=1))
+    (args.out / "results" / "runs.json").write_text(
+        json.dumps({"environment": env, "runs": slim, "read_floor": floors}, indent=1)
+    )
     log(f"wrote {args.out / 'RESULTS.md'}")
-    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs) else 1
+    complete = all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs)
+    return 0 if complete and all(f["read_bytes"] == f["sent_bytes"] for f in floors) else 1
 
 
 if __name__ == "__main__":

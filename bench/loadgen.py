@@ -131,9 +131,9 @@ class Server:
     @classmethod
     def parse(cls, ready_line: str) -> Server:
         tcp = int(re.search(r"tcp://[^:]+:(\d+)", ready_line).group(1))
-        http = re.search(r"(http://\S+)", ready_line).group(1)
+        http = re.search(r"(http://\S+)", ready_line)  # the read floor (bench/peers/reader) has none
         grpc = re.search(r"(grpc://\S+)", ready_line)  # peers (bench/peers) have no Flight
-        return cls(tcp, http, grpc.group(1) if grpc else "")
+        return cls(tcp, http.group(1) if http else "", grpc.group(1) if grpc else "")
 
     def cpu_seconds(self) -> float:
         if self.proc is None:
@@ -392,6 +392,12 @@ class LoadResult:
     rss: list = field(default_factory=list, repr=False)  # (s, MB) every 0.25 s
 
 
+def default_chunk(rate: float, transport: str) -> int:
+    """Messages per send: small chunks at low rates keep the schedule smooth; a POST waits
+    for its receipt (a linger), so HTTP sends bigger ones."""
+    return 100 if 0 < rate <= 200_000 and transport == "tcp" else 1000
+
+
 def run_load(
     rate: float,
     seconds: float,
@@ -402,10 +408,8 @@ def run_load(
     server: Server | None = None,
 ) -> LoadResult:
     """One run against ``server`` (spawned from configs/bench/loadgen.yaml if None)."""
-    if not chunk:  # small chunks at low rates keep the schedule smooth; a POST waits for its
-        # receipt (a linger), so HTTP sends bigger ones
-        chunk = 100 if 0 < rate <= 200_000 and transport == "tcp" else 1000
-    templates = Templates(chunk)
+    templates = Templates(chunk or default_chunk(rate, transport))
+    chunk = templates.chunk
     per = rate / connections if rate else 0
     budget = int((per * seconds) if rate else 2_000_000 * seconds / connections)
     per_messages = max(chunk, budget - budget % chunk)

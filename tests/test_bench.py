@@ -97,13 +97,25 @@ def test_the_suite_runs_quick_and_writes_its_report(tmp_path):
     report = (tmp_path / "RESULTS.md").read_text()
     for service in ("quiver", "asyncio+orjson", "asyncio+pyarrow.json"):
         assert f"| {service} |" in report
-    for heading in ("### Targets", "## Python allocations on the hot path", "## Kernel scaling", "threading layer"):
+    for heading in (
+        "### CPU beside the read floor",
+        "### Targets",
+        "## Python allocations on the hot path",
+        "## Kernel scaling",
+        "threading layer",
+    ):
         assert heading in report
     for plot in ("latency_over_time.png", "cpu_vs_rate.png", "rss.png", "threads.png"):
         assert (tmp_path / "results" / plot).read_bytes()[:4] == b"\x89PNG"
         assert f"(results/{plot})" in report
-    runs = json.loads((tmp_path / "results" / "runs.json").read_text())["runs"]
+    saved = json.loads((tmp_path / "results" / "runs.json").read_text())
+    runs = saved["runs"]
     assert len(runs) == 9 and all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs)
+    # the read floor ran at each fixed quick rate and read every byte its producer sent
+    floors = saved["read_floor"]
+    assert sorted(f["rate"] for f in floors) == [10_000, 50_000]
+    assert all(f["sent_bytes"] > 0 and f["read_bytes"] == f["sent_bytes"] and f["cpu_pct"] >= 0 for f in floors)
+    assert "| 10k/s | " in report.split("### CPU beside the read floor")[1]
 
 
 def test_soak_samples_every_second_and_reports_nothing_lost(tmp_path):

@@ -8,4 +8,6 @@ unchanged (``Server.spawn(config, module="bench.peers.plain")``).
   message, ``pa.RecordBatch.from_pylist`` per batch.
 * ``bench.peers.pyarrow_json`` -- peer 2, "asyncio + pyarrow.json": ``pyarrow.json.read_json``
   per batch with the rules checked by ``pyarrow.compute``; per-line fallback for bad batches.
+* ``bench.peers.reader`` -- not a peer but the floor under all of them: reads the producers'
+  bytes and discards them, so its CPU is what the reads alone cost on this machine.
 """
