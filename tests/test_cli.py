@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,14 +90,34 @@ def test_convert_line_longer_than_the_arena_is_skipped(small_config, tmp_path):
     assert dead[0]["raw"].startswith(b'{"id": 1, "name": "zzz') and len(dead[0]["raw"]) < len(huge)
 
 
+def test_the_command_as_installed_carries_the_embedded_default(tmp_path):
+    # outside the checkout, `python -m engine.cli` is the installed package (in CI, the
+    # wheel): its default config must have been shipped inside it. `check` compiles no kernel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "stream events" in proc.stdout and "config ok" in proc.stdout
+
+
 def test_convert_sample_on_the_embedded_default_from_a_subprocess(tmp_path):
     out, rej = tmp_path / "events.arrow", tmp_path / "rejects.arrow"
+    # this checkout's code, whatever the working directory: an installed copy of the package
+    # would have a Numba cache of its own and compile every kernel again (5 min in CI)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-m", "engine.cli", "convert", "--sample", "3000", "-o", str(out), "--rejects", str(rej)],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     accepted, rejected = _read(out).num_rows, _read(rej).num_rows
