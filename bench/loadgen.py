@@ -171,18 +171,22 @@ class Consumer:
         self.subscribed = threading.Event()
         self._counting = threading.Lock()  # a batch's marks and count land together
 
+    def _totals(self) -> tuple[int, int]:
+        """(messages received, distinct ones), taken together."""
+        with self._counting:
+            return self.received, int(np.count_nonzero(self.seen))
+
     @property
     def unique(self) -> int:
         """Messages received at least once."""
-        with self._counting:
-            return int(np.count_nonzero(self.seen))
+        return self._totals()[1]
 
     @property
     def duplicates(self) -> int:
         """Extra copies received: from the totals, not per batch (a per-batch np.unique
         cost the consumer as much CPU as the rest of its work at full speed)."""
-        with self._counting:
-            return self.received - int(np.count_nonzero(self.seen))
+        received, unique = self._totals()
+        return received - unique
 
     def run(self, server: Server) -> None:
         try:
