@@ -1,5 +1,6 @@
-"""LLVM intrinsics Numba does not expose: leading- and trailing-zero counts, uint64 -> float64 bitcast,
-unaligned 8-byte loads and stores, reference-free array views and prefetch.
+"""LLVM intrinsics Numba does not expose: leading-zero, trailing-zero and set-bit counts,
+uint64 -> float64 bitcast, unaligned 8-byte loads and stores, reference-free array views
+and prefetch.
 
 The float parser builds IEEE-754 bit patterns directly; without a bitcast it would need a
 scratch array per call.
@@ -30,6 +31,18 @@ def trailing_zeros(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """Number of set bits of a uint64."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
 
     return types.uint64(types.uint64), codegen
 

@@ -9,7 +9,7 @@ stream carries over to its next read.
 import numpy as np
 from numba import njit, prange
 
-from kernels.bits import load_u64, trailing_zeros
+from kernels.bits import load_u64, popcount, trailing_zeros
 
 _NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 _ONES = np.uint64(0x0101010101010101)
@@ -25,10 +25,7 @@ def _count_newlines(buf, lo, hi):
     p = lo
     while p + 8 <= hi:
         x = load_u64(buf, p) ^ _NEWLINES
-        zero = ~(((x & _LOW7) + _LOW7) | x) & _HIGHS  # exactly the bytes that were LF
-        while zero != np.uint64(0):
-            k += 1
-            zero &= zero - np.uint64(1)
+        k += np.int64(popcount(~(((x & _LOW7) + _LOW7) | x) & _HIGHS))  # exactly the LF bytes
         p += 8
     while p < hi:
         if buf[p] == 10:

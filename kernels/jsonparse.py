@@ -13,7 +13,7 @@ or declared ``json``.
 import numpy as np
 from numba import njit, prange
 
-from kernels.bits import prefetch, unowned
+from kernels.bits import prefetch, trailing_zeros, unowned
 from kernels.errors import (
     BLANK_LINE,
     DUPLICATE_FIELD,
@@ -42,13 +42,17 @@ from kernels.numeric import (
     scan_number,
 )
 from kernels.status import (
+    SEEN_BITS,
     ST_CODE,
     ST_DLEN,
     ST_ISINT,
+    ST_LF_ENDS,
     ST_LONE_SURROGATE,
     ST_NCHARS,
     ST_OBJECTS,
     ST_POS,
+    ST_REQUIRED,
+    ST_SEEN,
     ST_SEM_CODE,
     ST_SEM_FIELD,
     ST_SEM_KEY_END,
@@ -128,11 +132,17 @@ _NO_COUNTS = np.zeros(1, np.int64)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def skip_ws(buf, p, end):
-    """First position at or after p that is not JSON whitespace (space, tab, LF, CR)."""
+def skip_ws(buf, p, end, st):
+    """First position at or after p that is not JSON whitespace (space, tab, LF, CR).
+
+    Under newline framing (``st[ST_LF_ENDS]``) an LF ends the message instead of being
+    whitespace in it, so a parse not told where its line ends stops at the LF rather than
+    run on into the next line."""
     while p < end:
         c = buf[p]
         if c > 32 or (c != 32 and c != 10 and c != 13 and c != 9):  # one test for most bytes
+            return p
+        if c == 10 and st[ST_LF_ENDS] != 0:
             return p
         p += 1
     return p
@@ -229,7 +239,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
     mode = 0  # 0: expect a value, 1: after a value, 2: expect a key
     while True:
         if mode == 0:
-            p = skip_ws(buf, p, end)
+            p = skip_ws(buf, p, end, st)
             if p >= end:
                 return _fail(st, INVALID_JSON, end)
             c = buf[p]
@@ -241,7 +251,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
                     st[ST_OBJECTS] += 1
                     st[objs + sp] = st[ST_OBJECTS]
                 sp += 1
-                p = skip_ws(buf, p + 1, end)
+                p = skip_ws(buf, p + 1, end, st)
                 if p >= end:
                     return _fail(st, INVALID_JSON, end)
                 if (c == _LBRACE and buf[p] == _RBRACE) or (c == _LBRACKET and buf[p] == _RBRACKET):
@@ -268,7 +278,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
         elif mode == 1:
             if sp == 0:
                 return p
-            p = skip_ws(buf, p, end)
+            p = skip_ws(buf, p, end, st)
             if p >= end:
                 return _fail(st, INVALID_JSON, end)
             c = buf[p]
@@ -282,7 +292,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
             else:
                 return _fail(st, INVALID_JSON, p)
         else:
-            p = skip_ws(buf, p, end)
+            p = skip_ws(buf, p, end, st)
             if p >= end:
                 return _fail(st, INVALID_JSON, end)
             if buf[p] != _QUOTE:
@@ -292,7 +302,7 @@ def skip_value(buf, p, end, depth, max_depth, i, st, keys, scratch):
                 return -1
             if _key_seen(buf, p + 1, q - 1, st[ST_DLEN] != q - p - 2, i, st[objs + sp - 1], keys, scratch):
                 _schema_fault(st, DUPLICATE_FIELD, p, NO_FIELD)
-            p = skip_ws(buf, q, end)
+            p = skip_ws(buf, q, end, st)
             if p >= end or buf[p] != 58:  # ':'
                 return _fail(st, INVALID_JSON, min(p, end))
             p += 1
@@ -497,11 +507,13 @@ def _object_members(
 ):  # fmt: skip
     """Parse the members of the top-level object whose '{' is just before p; return the
     position after its '}' or -1."""
-    p = skip_ws(buf, p, end)
+    p = skip_ws(buf, p, end, st)
+    st[ST_SEEN] = 0
     if p < end and buf[p] == _RBRACE:
         return p + 1
     hint = 0
     nfields = fields.shape[0]
+    seen = np.int64(0)  # declared fields met so far: kept in a register, not read back from state
     while True:
         if p >= end or buf[p] != _QUOTE:
             return _fail(st, INVALID_JSON, min(p, end))
@@ -530,16 +542,22 @@ def _object_members(
         a = p + 1
         b = q - 1
         key_pos = p
-        p = skip_ws(buf, q, end)
+        p = skip_ws(buf, q, end, st)
         if p >= end or buf[p] != 58:
             return _fail(st, INVALID_JSON, min(p, end))
-        p = skip_ws(buf, p + 1, end)
+        p = skip_ws(buf, p + 1, end, st)
         if p >= end:
             return _fail(st, INVALID_JSON, end)
         clean = st[ST_SEM_CODE] == OK  # to name the field of a fault found deep in its value
         if f >= 0:
             hint = f + 1 if f + 1 < nfields else 0
-            if state[f, i] != STATE_ABSENT:
+            if f < SEEN_BITS:
+                bit = np.int64(1) << f
+                again = (seen & bit) != 0
+                seen |= bit
+            else:
+                again = state[f, i] != STATE_ABSENT
+            if again:
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, f)
                 p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
             else:
@@ -567,13 +585,14 @@ def _object_members(
             st[ST_SEM_KEY_LEN] = key_len
         if p < 0:
             return -1
-        p = skip_ws(buf, p, end)
+        p = skip_ws(buf, p, end, st)
         if p >= end:
             return _fail(st, INVALID_JSON, end)
         c = buf[p]
         if c == 44:
-            p = skip_ws(buf, p + 1, end)
+            p = skip_ws(buf, p + 1, end, st)
         elif c == _RBRACE:
+            st[ST_SEEN] = seen
             return p + 1
         else:
             return _fail(st, INVALID_JSON, p)
@@ -581,28 +600,56 @@ def _object_members(
 
 @njit(nogil=True, cache=True, inline="always")
 def parse_message(
-    buf, s, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
-    state, ints, floats, spans, errors, st, keys, scratch,
+    buf, s, e, line, max_message_bytes, i, fields, fbounds, ubounds, text, lists, reject_unknown,
+    max_depth, state, ints, floats, spans, errors, st, keys, scratch,
 ):  # fmt: skip
-    """Parse message i = buf[s:e] into column i of the outputs and set its verdict."""
+    """Parse message i = buf[s:e] into column i of the outputs and set its verdict; return e.
+
+    With ``line``, the message is the line starting at s (with '{') and its end is not known
+    yet: the object is parsed with e only as a limit, stopping at any LF, and the line's LF
+    must follow it. Then the return value is that LF's position, or -1 when the line needs
+    an exact parse over its span instead (a syntax fault, anything but whitespace before the
+    LF, too long); state may then hold values of this attempt that the caller must clear.
+    Valid lines are so read once, with no pass that finds each LF before parsing.
+    """
     st[ST_SEM_CODE] = OK
     st[ST_OBJECTS] = 0
     st[ST_LONE_SURROGATE] = -1
-    p = skip_ws(buf, s, e)
+    lf = -1
+    p = s if line else skip_ws(buf, s, e, st)
     if p < e and buf[p] == _LBRACE:
         q = _object_members(
             buf, p + 1, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
             state, ints, floats, spans, st, keys, scratch,
         )  # fmt: skip
-        if q >= 0:
-            q = skip_ws(buf, q, e)
+        if line:
+            if q < 0:
+                return -1
+            n = buf.shape[0]
+            lf = q
+            while lf < n and (buf[lf] == 32 or buf[lf] == 9 or buf[lf] == 13):
+                lf += 1
+            if lf >= n or buf[lf] != 10:
+                return -1
+            e = lf - 1 if buf[lf - 1] == 13 else lf  # as trim_line: one CR before the LF
+            if e - s > max_message_bytes:
+                return -1
+        elif q >= 0:
+            q = skip_ws(buf, q, e, st)
             if q != e:
                 q = _fail(st, INVALID_JSON, q)
     else:
         q = skip_value(buf, p, e, 0, max_depth, i, st, keys, scratch)
         if q >= 0:
-            q = skip_ws(buf, q, e)
+            q = skip_ws(buf, q, e, st)
             q = _fail(st, INVALID_JSON, q) if q != e else _fail(st, NOT_AN_OBJECT, p)
+    _verdict(buf, s, e, q, i, fields, state, errors, st)
+    return lf if line else e
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _verdict(buf, s, e, q, i, fields, state, errors, st):
+    """Set message i's verdict from its parse (q < 0: a syntax fault, in st)."""
     if q < 0 and st[ST_CODE] != INVALID_UTF8 and st[ST_CODE] != NOT_AN_OBJECT:
         # bytes that are not UTF-8 at all outrank every other fault
         bad = first_invalid_utf8(buf, s, e)
@@ -619,10 +666,14 @@ def parse_message(
         errors[ERR_FIELD, i] = NO_FIELD
         return
     if st[ST_SEM_CODE] == OK:
-        for f in range(fields.shape[0]):
-            if fields[f, F_REQUIRED] and state[f, i] == STATE_ABSENT:
-                _schema_fault(st, MISSING_REQUIRED, e, f)
-                break
+        missing = st[ST_REQUIRED] & ~st[ST_SEEN]
+        if missing != 0:
+            _schema_fault(st, MISSING_REQUIRED, e, np.int64(trailing_zeros(np.uint64(missing))))
+        else:
+            for f in range(SEEN_BITS, fields.shape[0]):
+                if fields[f, F_REQUIRED] and state[f, i] == STATE_ABSENT:
+                    _schema_fault(st, MISSING_REQUIRED, e, f)
+                    break
     code = st[ST_SEM_CODE]
     errors[ERR_CODE, i] = code
     if code != OK:
@@ -635,17 +686,13 @@ def parse_message(
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _scratch_for(length, scratch_owned, keys_owned):
-    """The chunk's decode buffer and duplicate-key table, grown when a message of ``length``
-    bytes needs more than they hold (as parse_batch sizes them for its longest message)."""
-    if scratch_owned.shape[0] < 2 * length + 16:
-        scratch_owned = np.empty(max(2 * length + 16, 2 * scratch_owned.shape[0]), np.uint8)
-    cap = keys_owned.shape[0]
-    if cap < 2 * (length // 4 + 2):
-        while cap < 2 * (length // 4 + 2):
-            cap *= 2
-        keys_owned = np.full((cap, 5), -1, np.int64)
-    return scratch_owned, keys_owned
+def _key_rows(length):
+    """Rows of a duplicate-key table for messages of up to ``length`` bytes: a power of two
+    at least twice the keys such a message can hold, so probing always ends."""
+    rows = 16
+    while rows < 2 * (length // 4 + 2):
+        rows *= 2
+    return rows
 
 
 def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
@@ -657,8 +704,9 @@ def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
 
 
 def parse_lines(buf, counts, before, tail, max_message_bytes, T, C, starts, ends, nchunks):
-    """parse_batch for newline-delimited ``buf``, framing as it goes: one pass over the bytes
-    instead of a framing pass and then a parsing pass that reads them again.
+    """parse_batch for newline-delimited ``buf``, framing as it goes: a line that starts with
+    '{' is parsed before its end is known and its LF is the byte after the object, so valid
+    lines are read once (no framing pass, no search for each LF before parsing it).
 
     ``counts`` and ``before`` come from framing.count_lines over the same nchunks; ``tail``
     is where a last line without LF starts (-1: none). Line j's span goes to starts[j],
@@ -685,66 +733,100 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
     floats = unowned(C.floats)
     spans = unowned(C.spans)
     errors = unowned(C.errors)
+    starts = unowned(starts)
+    ends = unowned(ends)
+    counts = unowned(counts)
+    before = unowned(before)
+    nfields = fields.shape[0]
+    required = np.int64(0)
+    for f in range(min(nfields, SEEN_BITS)):
+        if fields[f, F_REQUIRED]:
+            required |= np.int64(1) << f
     n = starts.shape[0] if framed else buf.shape[0]  # messages, or bytes to frame
     blank = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
-        lo = c * n // nchunks
-        hi = (c + 1) * n // nchunks
-        i = lo  # the message
-        s = 0
-        lf = -1  # the LF ending it (parse_lines); n for the unterminated last line
-        if not framed:
+        if framed:
+            i = c * n // nchunks
+            last = (c + 1) * n // nchunks  # one past the chunk's last message
+            s = 0
+        else:  # the lines whose LF lies in the chunk's bytes, and the unterminated tail
             i = counts[c]
+            last = counts[c + 1] + (1 if c == nchunks - 1 and tail >= 0 else 0)
             s = before[c] + 1
-            lf = next_newline(buf, lo, hi)
-            if lf < 0 and c == nchunks - 1 and tail >= 0:
-                lf = n
-        scratch_owned = np.empty(16, np.uint8)
-        keys_owned = np.full((16, 5), -1, np.int64)
         st_owned = np.zeros(ST_SIZE + 2 * (max_depth + 2), np.int64)
         st = unowned(st_owned)
+        st[ST_LF_ENDS] = 0 if framed else 1
+        st[ST_REQUIRED] = required
         nb = 0
-        while True:
-            is_blank = False
-            if framed:
-                if i >= hi:
+        nxt = s  # where the next line starts
+        exact = False  # set to parse the line at s again over its exact span
+        size = 256  # the longest message the chunk's scratch is sized for
+        while i < last:
+            # scratch for messages of up to ``size`` bytes: a decode buffer for two strings
+            # and the duplicate-key table. A longer message ends the inner loop to size them
+            # anew, so the owned arrays are never reassigned (and reference counted) per message
+            scratch_owned = np.empty(2 * size + 16, np.uint8)
+            keys_owned = np.full((_key_rows(size), 5), -1, np.int64)
+            scratch = unowned(scratch_owned)
+            keys = unowned(keys_owned)
+            room = min(size, max_message_bytes)
+            while i < last:
+                line = False
+                e = -1  # end of the span to parse (with line: only a limit); -1: nothing to parse
+                if framed:
+                    s = starts[i]
+                    e = ends[i]
+                    if i + _AHEAD < last:
+                        # a batch larger than the cache is read from memory: ask for the first
+                        # lines of a message a little ahead, so parsing does not wait on each miss
+                        ahead = starts[i + _AHEAD]
+                        for line_ahead in range(_AHEAD_LINES):
+                            prefetch(buf, ahead + 64 * line_ahead)
+                else:
+                    tail_line = tail >= 0 and i == last - 1 and c == nchunks - 1
+                    if not exact and not tail_line and buf[s] == _LBRACE:
+                        # the usual line: parsed up to its LF in one pass
+                        line = True
+                        e = min(n, s + room)
+                    else:
+                        lf = n if tail_line else next_newline(buf, s, n)
+                        nxt = lf + 1
+                        e, is_blank = trim_line(buf, s, lf, max_message_bytes)
+                        starts[i] = s
+                        ends[i] = e
+                        if is_blank:
+                            errors[ERR_CODE, i] = BLANK_LINE
+                            nb += 1
+                            e = -1
+                if e >= 0 and not line and e - s > max_message_bytes:
+                    errors[ERR_CODE, i] = TOO_LARGE
+                    errors[ERR_POS, i] = 0
+                    errors[ERR_FIELD, i] = NO_FIELD
+                    e = -1
+                if e >= 0 and not line and e - s > size:
+                    size = max(e - s, 2 * size)
                     break
-                s = starts[i]
-                e = ends[i]
-                if i + _AHEAD < hi:
-                    # a batch larger than the cache is read from memory: ask for the first
-                    # lines of a message a little ahead, so parsing does not wait on each miss
-                    ahead = starts[i + _AHEAD]
-                    for line in range(_AHEAD_LINES):
-                        prefetch(buf, ahead + 64 * line)
-            else:
-                if lf < 0:
-                    break
-                e, is_blank = trim_line(buf, s, lf, max_message_bytes)
-                starts[i] = s
-                ends[i] = e
-            if is_blank:
-                errors[ERR_CODE, i] = BLANK_LINE
-                nb += 1
-            elif e - s > max_message_bytes:
-                errors[ERR_CODE, i] = TOO_LARGE
-                errors[ERR_POS, i] = 0
-                errors[ERR_FIELD, i] = NO_FIELD
-            else:
-                scratch_owned, keys_owned = _scratch_for(e - s, scratch_owned, keys_owned)
-                parse_message(
-                    buf, s, e, i, fields, fbounds, ubounds, text, lists, reject_unknown, max_depth,
-                    state, ints, floats, spans, errors, st, unowned(keys_owned), unowned(scratch_owned),
-                )  # fmt: skip
-            i += 1
-            if not framed:
-                if lf == n:  # that was the unterminated last line
-                    break
-                s = lf + 1
-                lf = next_newline(buf, s, hi)
-                if lf < 0 and c == nchunks - 1 and tail >= 0:
-                    lf = n
+                if e >= 0:
+                    lf = parse_message(
+                        buf, s, e, line, max_message_bytes, i, fields, fbounds, ubounds, text, lists,
+                        reject_unknown, max_depth, state, ints, floats, spans, errors, st, keys, scratch,
+                    )  # fmt: skip
+                    if line:
+                        if lf < 0:  # forget the attempt: the exact parse decides
+                            for f in range(nfields):
+                                state[f, i] = STATE_ABSENT
+                            for r in range(keys.shape[0]):
+                                keys[r, _KT_MSG] = -1
+                            exact = True
+                            continue
+                        starts[i] = s
+                        ends[i] = lf - 1 if buf[lf - 1] == 13 else lf
+                        nxt = lf + 1
+                exact = False
+                i += 1
+                s = nxt
+            # keep the scratch alive (and owned) until its unowned views are done with
+            scratch_owned[0] = keys_owned[0, 0]
         blank[c] = nb
-        # keep the chunk's scratch alive (and owned) until its unowned views are done with
-        scratch_owned[0] = keys_owned[0, 0] + st_owned[0]
+        st_owned[0] = 0
     return blank.sum()

@@ -356,3 +356,65 @@ def test_wide_schemas_check_required_and_duplicate_fields_past_the_63rd():
         assert (row["error"], row["field"]) == ("duplicate_field", f"f{again}")
     row = rejected(parser, body([k for k in full if k not in (63, 64)], ', "f64": null'))  # null: present
     assert (row["error"], row["field"]) == ("missing_required", "f63")
+
+
+def _verdicts(result) -> list[tuple[str, str | None, int]]:
+    return [(d["error"], d["field"], d["position"]) for d in result.rejects.to_pylist()]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # the object ends, then something other than whitespace before the LF
+        [b'{"req": 1} x', b'{"req": 1}{}', b'{"req": 1} \t\r'],
+        # an LF inside the object ends the line there: both halves are messages
+        [b'{"req":', b"1}", b'{"req": 1,', b'"s": "a"}'],
+        # a failed attempt must not leave duplicate-key entries or values behind
+        [b'{"x": 1, "x": 2, "req": 1', b'{"x": 1, "req": 1}', b'{"req": 1, "i8": 5, "s": "a"'],
+        # longer than the scratch a chunk starts with (it is resized mid-chunk)
+        [b'{"req": 1, "s": "' + b"\xc3\xa9" * 400 + b'", "x": "' + b"\\u00e9" * 300 + b'"}'],
+        [b'{"req": 1, "j": {"k": [' + b"1," * 900 + b'1]}, "j2": 1, "j2": 2}', b'{"req": 2}'],
+        # leading whitespace, CR runs and a missing required field
+        [b'  {"req": 1}', b'{"req": 1}\r\r', b'{"i8": 1}', b"{}", b"[]"],
+    ],
+)
+def test_newline_framing_gives_each_line_the_verdict_it_has_alone(all_types_parser, lines):
+    """parse_ndjson reads a line once, not knowing where it ends until its object does; the
+    verdicts, values and spans must be those of the line parsed on its own."""
+    data = b"\n".join(lines) + b"\n"
+    together = all_types_parser.parse_ndjson(data)
+    alone = all_types_parser.parse_messages(lines)
+    assert together.received == alone.received == len(lines)
+    assert _verdicts(together) == _verdicts(alone)
+    assert together.batch.equals(alone.batch)
+    offsets = np.cumsum([0] + [len(x) + 1 for x in lines[:-1]])
+    assert together.rejects.column("offset").to_pylist() == [
+        int(offsets[i]) for i in together.rejects["index"].to_pylist()
+    ]
+    assert together.rejects.column("raw").to_pylist() == [lines[i] for i in together.rejects["index"].to_pylist()]
+
+
+def test_fields_past_the_seen_bitmask_still_catch_duplicates_and_missing_required():
+    """The first 63 declared fields are tracked in a bitmask while parsing; later ones by
+    their value state. Both must find a duplicate and a missing required field."""
+    names = [f"f{k}" for k in range(70)]
+    fields = "\n".join(f"      {n}: {{type: int64, required: true}}" for n in names)
+    batch = "    batch: {max_messages: 64, max_bytes: 1MiB}\n"
+    cfg = engine.load_config(f"streams:\n  wide:\n    format: ndjson\n{batch}    fields:\n{fields}\n")
+    parser = engine.Parser(cfg.streams["wide"])
+    full = {n: k for k, n in enumerate(names)}
+    good = json.dumps(full).encode()
+    no_low = json.dumps({n: v for n, v in full.items() if n != "f5"}).encode()
+    no_high = json.dumps({n: v for n, v in full.items() if n != "f66"}).encode()
+    dup_low = good[:-1] + b', "f3": 1}'
+    dup_high = good[:-1] + b', "f68": 1}'
+    for res in (parser.parse_ndjson(b"\n".join([good, no_low, no_high, dup_low, dup_high])),
+                parser.parse_messages([good, no_low, no_high, dup_low, dup_high])):  # fmt: skip
+        assert res.accepted == 1
+        assert [(d["error"], d["field"]) for d in res.rejects.to_pylist()] == [
+            ("missing_required", "f5"),
+            ("missing_required", "f66"),
+            ("duplicate_field", "f3"),
+            ("duplicate_field", "f68"),
+        ]
+        assert res.batch.column("f69").to_pylist() == [69]
