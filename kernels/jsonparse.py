@@ -695,10 +695,32 @@ def _key_rows(length):
     return rows
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _clear(state, ints, floats, spans, lo, hi):
+    """Reset the outputs of messages lo..hi-1 before parsing them: no value, zeros (so no
+    earlier batch's bytes show through null slots), empty spans.
+
+    Each worker clears its own messages just before parsing them, in parallel and while
+    they are about to be in cache, instead of a serial fill of every array beforehand."""
+    for f in range(state.shape[0]):
+        for j in range(lo, hi):
+            state[f, j] = STATE_ABSENT
+    for k in range(ints.shape[0]):
+        for j in range(lo, hi):
+            ints[k, j] = 0
+    for k in range(floats.shape[0]):
+        for j in range(lo, hi):
+            floats[k, j] = 0.0
+    for k in range(spans.shape[1]):
+        for j in range(lo, hi):
+            spans[SPAN_LEN, k, j] = 0
+
+
 def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):
     """Parse messages buf[starts[i]:ends[i]] into C, in parallel over chunks of messages.
 
-    C.state must arrive zeroed; every other output is written where it is meaningful.
+    Each message's state, value slots and span lengths are reset by the kernel; every other
+    output is written where it is meaningful.
     """
     _parse(buf, True, starts, ends, _NO_COUNTS, _NO_COUNTS, -1, max_message_bytes, T, C, nchunks)
 
@@ -711,7 +733,7 @@ def parse_lines(buf, counts, before, tail, max_message_bytes, T, C, starts, ends
     ``counts`` and ``before`` come from framing.count_lines over the same nchunks; ``tail``
     is where a last line without LF starts (-1: none). Line j's span goes to starts[j],
     ends[j] (CR trimmed); a blank line is marked BLANK_LINE in the verdicts and not parsed.
-    Returns the number of blank lines. C.state must arrive zeroed.
+    Returns the number of blank lines.
     """
     return _parse(buf, False, starts, ends, counts, before, tail, max_message_bytes, T, C, nchunks)
 
@@ -753,6 +775,7 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
             i = counts[c]
             last = counts[c + 1] + (1 if c == nchunks - 1 and tail >= 0 else 0)
             s = before[c] + 1
+        _clear(state, ints, floats, spans, i, last)
         st_owned = np.zeros(ST_SIZE + 2 * (max_depth + 2), np.int64)
         st = unowned(st_owned)
         st[ST_LF_ENDS] = 0 if framed else 1

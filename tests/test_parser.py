@@ -418,3 +418,24 @@ def test_fields_past_the_seen_bitmask_still_catch_duplicates_and_missing_require
             ("duplicate_field", "f68"),
         ]
         assert res.batch.column("f69").to_pylist() == [69]
+
+
+def test_the_kernel_clears_reused_outputs(all_types_parser):
+    """Outputs come uncleared (a reused workspace, pool memory): the kernel resets each
+    message's state, value slots and span lengths, so nothing of an earlier batch shows."""
+    msgs = [b'{"req": 1}', b'{"req": 2, "i64": 5, "s": "ab", "f64": null}']
+    buf = np.frombuffer(b"".join(msgs), np.uint8)
+    ends = np.cumsum([len(m) for m in msgs]).astype(np.int64)
+    starts = ends - np.array([len(m) for m in msgs])
+    cols = all_types_parser._allocate(len(msgs))
+    for a in (cols.state, cols.ints, cols.floats, cols.spans):
+        a.fill(7)
+    compiled = all_types_parser.compiled
+    parse_batch(buf, starts, ends, all_types_parser.max_message_bytes, compiled.tables, cols, 2)
+    by_name = {c.name: c for c in compiled.columns}
+    state = {name: cols.state[c.index].tolist() for name, c in by_name.items()}
+    assert state["req"] == [tb.STATE_VALUE] * 2 and state["i64"] == [tb.STATE_ABSENT, tb.STATE_VALUE]
+    assert state["f64"] == [tb.STATE_ABSENT, tb.STATE_NULL] and state["b"] == [tb.STATE_ABSENT] * 2
+    assert cols.ints[by_name["i64"].slot].tolist() == [0, 5]
+    assert cols.floats[by_name["f64"].slot].tolist() == [0.0, 0.0]
+    assert cols.spans[tb.SPAN_LEN, by_name["s"].span_slot].tolist() == [0, 2]
