@@ -24,10 +24,3 @@ def empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     shape = (shape,) if isinstance(shape, int | np.integer) else shape
     nbytes = math.prod(shape) * dtype.itemsize
     return np.frombuffer(pa.allocate_buffer(nbytes), dtype).reshape(shape)
-
-
-def zeros(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """A zeroed array from Arrow's default memory pool."""
-    out = empty(shape, dtype)
-    out.fill(0)
-    return out

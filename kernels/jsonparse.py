@@ -631,7 +631,7 @@ def parse_message(
                 lf += 1
             if lf >= n or buf[lf] != 10:
                 return -1
-            e = lf - 1 if buf[lf - 1] == 13 else lf  # as trim_line: one CR before the LF
+            e, _ = trim_line(buf, s, lf, max_message_bytes)  # never blank: it starts with '{'
             if e - s > max_message_bytes:
                 return -1
         elif q >= 0:
@@ -843,7 +843,8 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
                             exact = True
                             continue
                         starts[i] = s
-                        ends[i] = lf - 1 if buf[lf - 1] == 13 else lf
+                        line_end, _ = trim_line(buf, s, lf, max_message_bytes)
+                        ends[i] = line_end
                         nxt = lf + 1
                 exact = False
                 i += 1
@@ -851,5 +852,5 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
             # keep the scratch alive (and owned) until its unowned views are done with
             scratch_owned[0] = keys_owned[0, 0]
         blank[c] = nb
-        st_owned[0] = 0
+        st_owned[0] = 0  # keeps the status vector owned until its unowned view is done with
     return blank.sum()
