@@ -208,19 +208,18 @@ def test_live_stream_bodies_go_out_in_bounded_pieces_that_make_the_ipc_stream():
     n = 100_000
     batch = pa.record_batch({"n": pa.array(range(n)), "s": pa.array([f"value {i:08d}" * 3 for i in range(n)])})
 
-    def write(sink) -> None:
-        writer = pa.ipc.new_stream(sink, batch.schema)
+    def write(writer) -> None:
         writer.write_batch(batch)
         writer.write_batch(batch.slice(5, 10))
         writer.close()
 
     sink = IpcChunks()
-    write(sink)
+    write(sink.new_stream(batch.schema))
     pieces = sink.pieces()
     assert len(pieces) > 10
     assert all(len(p) == IpcChunks.PIECE_BYTES for p in pieces[:-1])
     assert 0 < len(pieces[-1]) <= IpcChunks.PIECE_BYTES
     whole = pa.BufferOutputStream()
-    write(whole)
+    write(pa.ipc.new_stream(whole, batch.schema))
     assert b"".join(pieces) == whole.getvalue().to_pybytes()
     assert sink.pieces() == []  # what was sent is not sent again

@@ -494,7 +494,7 @@ class PeerServer:
 
     async def _pump(self, consumer: _Consumer, send: Send) -> None:
         sink = IpcChunks()  # Quiver's own, so both pay the same per batch
-        writer = pa.ipc.new_stream(sink, self.schema)
+        writer = sink.new_stream(self.schema)
         writer.write_batch(self.ingest.empty_batch())  # the schema goes out at once
         headers = [(b"content-type", ARROW_STREAM), (b"cache-control", b"no-store")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
