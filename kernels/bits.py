@@ -1,6 +1,6 @@
 """LLVM intrinsics Numba does not expose: leading-zero, trailing-zero and set-bit counts,
-uint64 -> float64 bitcast, unaligned 8-byte loads and stores, reference-free array views
-and prefetch.
+uint64 -> float64 bitcast, unaligned 8-byte loads and stores, a 16-byte string-scan mask,
+reference-free array views and prefetch.
 
 The float parser builds IEEE-754 bit patterns directly; without a bitcast it would need a
 scratch array per call.
@@ -102,6 +102,35 @@ def load_u64(typingctx, arr, idx):
         ptr = builder.gep(ary.data, [args[1]])
         wide = builder.bitcast(ptr, ir.IntType(64).as_pointer())
         return builder.load(wide, align=1)
+
+    return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def string_special16(typingctx, arr, idx):
+    """Bit i set for each byte of arr[idx:idx+16] that a JSON string scan must stop at: a
+    quote, a backslash, a control character or non-ASCII (one SSE2 compare-and-movemask).
+
+    The caller guarantees idx + 16 <= len(arr). One signed compare (< 0x20) covers both
+    the control characters and the bytes >= 0x80, which are negative as int8.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+        lanes = ir.VectorType(ir.IntType(8), 16)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), lanes.as_pointer())
+        v = builder.load(ptr, align=1)
+
+        def splat(byte):
+            return ir.Constant(lanes, [byte] * 16)
+
+        hits = builder.or_(
+            builder.or_(builder.icmp_unsigned("==", v, splat(0x22)), builder.icmp_unsigned("==", v, splat(0x5C))),
+            builder.icmp_signed("<", v, splat(0x20)),
+        )
+        return builder.zext(builder.bitcast(hits, ir.IntType(16)), ir.IntType(64))
 
     return types.uint64(arr, idx), codegen
 

@@ -9,7 +9,7 @@ decode with ``unescape`` without checking again.
 import numpy as np
 from numba import njit
 
-from kernels.bits import load_u64, trailing_zeros
+from kernels.bits import load_u64, string_special16, trailing_zeros
 from kernels.errors import INVALID_JSON, INVALID_UTF8
 from kernels.status import ST_CODE, ST_DLEN, ST_LONE_SURROGATE, ST_NCHARS, ST_POS
 
@@ -25,22 +25,6 @@ def _class_table() -> np.ndarray:
 
 
 STRING_CLASS = _class_table()
-
-_ONES = np.uint64(0x0101010101010101)
-_HIGHS = np.uint64(0x8080808080808080)
-_QUOTES = np.uint64(0x2222222222222222)
-_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
-_SPACES = np.uint64(0x2020202020202020)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _special8(w):
-    """The high bit of each of the 8 bytes in w that is a quote, a backslash, a control
-    character or non-ASCII (SWAR). A borrow can also mark bytes after a marked one, never
-    before it, so the lowest mark is exact."""
-    q = w ^ _QUOTES
-    b = w ^ _BACKSLASHES
-    return (((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((w - _SPACES) & ~w) | w) & _HIGHS
 
 
 @njit(nogil=True, cache=True)
@@ -120,17 +104,17 @@ def scan_string(buf, p, end, st):
     dlen = 0
     nchars = 0
     while True:
-        while q + 8 <= end:
-            special = _special8(load_u64(buf, q))
+        while q + 16 <= end:  # the last 15 bytes before end go one at a time, below
+            special = string_special16(buf, q)
             if special != np.uint64(0):
-                k = np.int64(trailing_zeros(special) >> np.uint64(3))  # plain bytes before it
+                k = np.int64(trailing_zeros(special))  # plain bytes before it
                 q += k
                 dlen += k
                 nchars += k
                 break
-            q += 8
-            dlen += 8
-            nchars += 8
+            q += 16
+            dlen += 16
+            nchars += 16
         if q >= end:
             return _fail(st, INVALID_JSON, end)
         c = buf[q]

@@ -7,9 +7,12 @@ import json
 import re
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
+from kernels.bits import string_special16
 from kernels.errors import INVALID_JSON, INVALID_UTF8
 from kernels.status import ST_CODE, ST_DLEN, ST_LONE_SURROGATE, ST_NCHARS, ST_SIZE
 from kernels.strings import base64_decode, base64_decoded_length, first_invalid_utf8, scan_string, unescape
@@ -81,6 +84,36 @@ def test_escape_sequences_match_a_strict_reference(parts):
 def test_raw_bytes_are_valid_utf8_exactly_when_python_says_so(b):
     raw = b'"' + b.replace(b'"', b"").replace(b"\\", b"") + b'"'
     assert kernel_decode(raw) == reference_decode(raw)
+
+
+@njit(cache=True)
+def _special16_masks(buf):
+    out = np.empty(len(buf) - 15, np.uint64)
+    for i in range(len(buf) - 15):
+        out[i] = string_special16(buf, i)
+    return out
+
+
+def test_string_special16_marks_exactly_the_bytes_a_string_scan_stops_at():
+    rng = np.random.default_rng(5)
+    raw = bytes(range(256)) * 2 + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    masks = _special16_masks(_buf(raw))
+    stop = [c in (0x22, 0x5C) or c < 0x20 or c >= 0x80 for c in raw]
+    expected = [sum(1 << k for k in range(16) if stop[i + k]) for i in range(len(raw) - 15)]
+    assert masks.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "special", [b"\\n", b"\\u00e9", b"\\x", b"\x01", b"\x7f", "é".encode(), b"\xc3", b"\xff"]
+)
+def test_a_special_byte_at_every_offset_of_a_long_string(special):
+    # 16-byte steps, 8-byte steps and single bytes each meet it (or the closing quote)
+    # somewhere; DEL (0x7f) is not special
+    for at in range(40):
+        for after in (0, 1, 7, 8, 15, 16, 17, 30):
+            raw = b'"' + b"a" * at + special + b"b" * after + b'"'
+            assert kernel_decode(raw) == reference_decode(raw), raw
+            assert kernel_decode(raw[:-1]) == reference_decode(raw[:-1]), raw[:-1]  # truncated
 
 
 def test_classic_invalid_utf8():
