@@ -1,9 +1,9 @@
 """One stream's data path after the batcher: arena -> kernels (worker thread) -> outputs.
 
 Flushed arenas arrive in order. Each is framed and parsed on a worker thread while the
-event loop keeps filling the next arena (a small one, up to INLINE_BYTES, on the loop
-itself); then, back on the loop, the submissions that asked (HTTP requests,
-``Engine.ingest``) get their counts, and the batches go to the stream's topics. The arena returns to its pool as soon as it is parsed: no output batch
+event loop keeps filling the next arena; then, back on the loop, the submissions that
+asked (HTTP requests, ``Engine.ingest``) get their counts, and the batches go to the
+stream's topics. The arena returns to its pool as soon as it is parsed: no output batch
 points into it (values are copied out by the gather kernels).
 
 Durability: when the stream has a segment log, its batches and dead letters are appended
@@ -44,8 +44,6 @@ log = logging.getLogger("quiver.pipeline")
 
 #: Input bytes per kernel thread: below 2 * PARALLEL_BYTES a batch is parsed on one thread.
 PARALLEL_BYTES = 1 << 20
-#: Arenas up to this size are parsed on the event loop itself (see ``Pipeline._process``).
-INLINE_BYTES = 512 << 10
 #: Longest wait between retries of a segment write the disk refused.
 STORAGE_RETRY_MAX_S = 2.0
 #: Batches written but not yet fsynced are kept to be written again after a failed fsync;
@@ -258,15 +256,7 @@ class Pipeline:
         t0 = anyio.current_time()
         opened, flushed = arena.opened_at, arena.flushed_at
         try:
-            if arena.used <= INLINE_BYTES:
-                # a linger-sized arena parses in well under a millisecond: handing it to a
-                # worker thread cost more than that (two thread wake-ups, the loop's
-                # self-pipe, and the GIL going back and forth while the worker builds the
-                # batch), and nothing useful overlaps a parse that short
-                async with self._slot:
-                    out = self._parse(arena, first_index, base)
-            else:
-                out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
+            out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
         finally:
             regions = arena.regions
             self.pool.release(arena)  # nothing below reads the arena's bytes
