@@ -467,6 +467,20 @@ def floor_table(runs: list[dict], floors: list[dict], rates: list[float]) -> lis
             cpu = median_of(runs, name, rate, "server_cpu_pct")
             cells.append(f"{cpu:.0f} ({cpu - floor:.0f})")
         lines.append(f"| {rate_label(rate)} | {floor:.1f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Quiver's CPU by thread: its event loop (reads, batching, publishing, the HTTP consumer's "
+        "Arrow stream) runs on the main thread; kernels and Arrow assembly run on a worker thread "
+        "(and, for large batches, Numba's threads). Medians of the same runs.",
+        "",
+        "| rate | quiver CPU % | event-loop thread % | other threads % |",
+        "|---|---:|---:|---:|",
+    ]
+    for rate in fixed:
+        mine = [r for r in runs if r["service"] == "quiver" and r["rate"] == rate]
+        other = statistics.median([r["server_cpu_pct"] - r["server_loop_cpu_pct"] for r in mine] or [float("nan")])
+        cpu, loop = (median_of(runs, "quiver", rate, k) for k in ("server_cpu_pct", "server_loop_cpu_pct"))
+        lines.append(f"| {rate_label(rate)} | {cpu:.1f} | {loop:.1f} | {other:.1f} |")
     return lines
 
 

@@ -136,9 +136,18 @@ class Server:
         return cls(tcp, http.group(1) if http else "", grpc.group(1) if grpc else "")
 
     def cpu_seconds(self) -> float:
+        """user + system CPU seconds of the whole server process so far."""
+        return self._cpu_seconds("stat")
+
+    def loop_cpu_seconds(self) -> float:
+        """The same for its main thread alone, where every service here runs its event loop
+        (the rest is worker threads: Quiver's kernels and Arrow assembly, Flight)."""
+        return self._cpu_seconds(f"task/{self.proc.pid}/stat" if self.proc else "stat")
+
+    def _cpu_seconds(self, stat: str) -> float:
         if self.proc is None:
             return float("nan")
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.proc.pid}/{stat}").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict:
@@ -392,6 +401,7 @@ class LoadResult:
     max_behind_ms: float
     errors: list
     peak_rss_mb: float = 0.0
+    server_loop_cpu_pct: float = float("nan")  # of server_cpu_pct, the event loop's thread
     timeline: list = field(default_factory=list, repr=False)  # (s, p50 ms, max ms) per 0.1 s
     rss: list = field(default_factory=list, repr=False)  # (s, MB) every 0.25 s
 
@@ -435,7 +445,8 @@ def run_load(
         producers = [Producer(i, server, templates, per, per_messages, transport, limit) for i in range(connections)]
         sampler = RssSampler(server.proc.pid if server.proc else None)
         sampler.start()
-        cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        cpu0, loop0 = server.cpu_seconds(), server.loop_cpu_seconds()
+        own0, t0 = time.process_time(), time.perf_counter()
         for p in producers:
             p.start()
         for p in producers:
@@ -445,6 +456,7 @@ def run_load(
         sink = results.get(timeout=120)
         elapsed = time.perf_counter() - t0
         cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0 + sink["cpu_s"]
+        loop_cpu = server.loop_cpu_seconds() - loop0
         rss = sampler.stop()
         stats = server.stats()
     finally:
@@ -479,6 +491,7 @@ def run_load(
         max_behind_ms=round(1000 * max(p.behind_s for p in producers), 1),
         errors=errors,
         peak_rss_mb=max((mb for _, mb in rss), default=0.0),
+        server_loop_cpu_pct=round(100 * loop_cpu / elapsed, 1),
         timeline=sink["timeline"],
         rss=rss,
     )

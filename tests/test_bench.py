@@ -81,6 +81,8 @@ def test_load_generator_records_latency_and_memory_over_time():
     times = [t for t, _, _ in result.timeline]
     assert times == sorted(times) and all(p50 <= mx for _, p50, mx in result.timeline)
     assert result.peak_rss_mb == max(mb for _, mb in result.rss) > 0
+    # the event loop's thread is one of the server's threads: its share is part of the whole
+    assert 0 <= result.server_loop_cpu_pct <= result.server_cpu_pct
 
 
 def test_the_suite_runs_quick_and_writes_its_report(tmp_path):
