@@ -142,7 +142,7 @@ class Server:
     def loop_cpu_seconds(self) -> float:
         """The same for its main thread alone, where every service here runs its event loop
         (the rest is worker threads: Quiver's kernels and Arrow assembly, Flight)."""
-        return self._cpu_seconds(f"task/{self.proc.pid}/stat" if self.proc else "stat")
+        return self._cpu_seconds(f"task/{self.proc.pid}/stat") if self.proc else float("nan")
 
     def _cpu_seconds(self, stat: str) -> float:
         if self.proc is None:
@@ -455,8 +455,8 @@ def run_load(
         control.put(sent)  # the consumer waits for the last batches (linger, parse), then reports
         sink = results.get(timeout=120)
         elapsed = time.perf_counter() - t0
+        loop_cpu = server.loop_cpu_seconds() - loop0  # between the process readings: never more
         cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0 + sink["cpu_s"]
-        loop_cpu = server.loop_cpu_seconds() - loop0
         rss = sampler.stop()
         stats = server.stats()
     finally:
