@@ -17,7 +17,7 @@ from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING, gather_columns
 STATES = st.sampled_from([tb.STATE_VALUE, tb.STATE_NULL, tb.STATE_ABSENT])
 #: a column: its copy mode and, per message, its text (for base64: the bytes) and state
 columns = st.one_of(
-    st.tuples(st.sampled_from([COPY_RAW, COPY_STRING]), st.lists(st.tuples(st.text(max_size=12), STATES), max_size=20)),
+    st.tuples(st.sampled_from([COPY_RAW, COPY_STRING]), st.lists(st.tuples(st.text(max_size=40), STATES), max_size=20)),
     st.tuples(st.just(COPY_BASE64), st.lists(st.tuples(st.binary(max_size=12), STATES), max_size=20)),
 )
 
