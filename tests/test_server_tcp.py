@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from engine import Engine, load_config
+from engine.server import tcp
 from tests.live import SERVICE_YAML, assert_pushed_back, column, drain, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +67,36 @@ async def test_shutdown_reads_what_producers_already_sent():
         await anyio.sleep(0.05)  # stop while most of it still sits in socket buffers
     producer.join(30)
     assert sent.is_set() and sorted(column(rows, "seq")) == list(range(n))
+
+
+async def test_shutdown_stops_reading_a_producer_that_never_pauses_while_held_back(monkeypatch):
+    """A producer faster than the stream is held back read after read, so its deadline
+    timer never gets to fire: shutdown must still stop reading it after DRAIN_MAX_S, not
+    at the engine's shutdown timeout, when consumers are dropped."""
+    monkeypatch.setattr(tcp, "DRAIN_MAX_S", 0.5)
+    chunk = b"".join(message(i) + b"\n" for i in range(2000))
+    stop, rows = threading.Event(), []
+
+    def produce(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            try:
+                while not stop.is_set():
+                    s.sendall(chunk)
+            except OSError:  # closed by the shutdown
+                pass
+
+    eng = Engine(load_config(SERVICE_YAML), shutdown_timeout=30)
+    async with anyio.create_task_group() as consumers, eng:
+        consumers.start_soon(drain, eng.subscribe("events"), rows)
+        producer = threading.Thread(target=produce, args=(eng.tcp[0].port,))
+        producer.start()
+        pipeline = eng.streams["events"].pipeline
+        await wait_until(lambda: eng.streams["events"].batcher.saturated and pipeline.stats.batches > 20)
+    stop.set()
+    producer.join(10)
+    stats = eng.streams["events"].stats
+    # at the engine's timeout the consumer would have been dropped, its rows short
+    assert stats.received == stats.accepted > 0 and len(column(rows, "seq")) == stats.accepted
 
 
 async def test_a_message_cut_off_by_a_dead_producer_is_discarded_and_counted():

@@ -346,6 +346,11 @@ class _Producer(asyncio.BufferedProtocol):
         if self.gone or self.ended or self.eof or self.closing:
             return
         now = anyio.current_time()
+        if self.listener._stopping and now >= self.listener._drain_until:
+            # a producer that never pauses, held back read after read, never lets the
+            # deadline timer fire: the shutdown's bound on reading is enforced here too
+            self.close("shutdown")
+            return
         if self.began is not None:  # time the stream held us back is not the producer's
             self.began += now - held_since
         self.last_read = now
