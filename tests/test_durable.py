@@ -201,6 +201,8 @@ async def test_http_replay_with_seq_metadata_and_range_errors(tmp_path):
         assert code == 416 and (body["first_seq"], body["next_seq"]) == (0, nxt)
         code, _ = await anyio.to_thread.run_sync(status, "?from=yesterday")
         assert code == 400
+        code, _ = await anyio.to_thread.run_sync(status, "?from=%D9%A3")  # an Arabic-Indic 3
+        assert code == 400
 
         def listing() -> dict:
             with urllib.request.urlopen(f"{eng.http[0].url}/v1/streams", timeout=10) as r:

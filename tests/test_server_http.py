@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -88,6 +89,38 @@ async def test_limits_and_unknown_streams(config):
         assert events["name"] == "events"
         assert events["schema"][0] == {"name": "seq", "type": "int64", "nullable": False}
         assert events["stats"]["received"] == events["stats"]["accepted"] + events["stats"]["rejected"]
+
+
+def _post_endless_body(port: int, declared: int) -> tuple[bytes, int]:
+    """POST a body declared ``declared`` bytes long and keep sending it: (the answer, the
+    body bytes sent before the server closed the connection)."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
+        s.settimeout(10)
+        piece = b"x" * (1 << 20)
+        answer = b""
+        try:
+            while sent < declared:
+                s.sendall(piece)
+                sent += len(piece)
+        except OSError:  # reset or broken pipe: the server has closed
+            pass
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer, sent
+
+
+async def test_a_refused_body_is_not_read_to_its_end(config):
+    """413 on a declared length over max_body_bytes closes the connection (after a short
+    lingering read, so the client sees the answer) instead of reading the whole body."""
+    async with Engine(config) as eng:
+        answer, sent = await anyio.to_thread.run_sync(_post_endless_body, eng.http[0].port, 10 << 30)
+    assert answer.startswith(b"HTTP/1.1 413") and b"max_body_bytes" in answer
+    assert sent < 1 << 30  # of 10 GiB declared (the server lingers for at most 16 MiB)
 
 
 async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdown(config):

@@ -77,6 +77,12 @@ async def _respond(send: Send, status: int, body: dict, headers: tuple = ()) -> 
     await send({"type": "http.response.body", "body": data})
 
 
+async def _refuse(send: Send, status: int, body: dict, headers: tuple = ()) -> None:
+    """Answer a request whose body is left unread, and close its connection: kept alive,
+    the server would read (and drop) all of that body, however large, before the next."""
+    await _respond(send, status, body, (*headers, (b"connection", b"close")))
+
+
 async def _send_metrics(send: Send, data: bytes) -> None:
     headers = [(b"content-type", METRICS_CONTENT_TYPE.encode()), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -206,19 +212,20 @@ class HttpApi:
             return await _respond(send, 401, {"error": "missing or invalid bearer token"}, _CHALLENGE)
         if path == "/metrics" and method == "GET" and self.metrics is not None:
             return await _send_metrics(send, self.metrics())
+        refuse = _respond if method in ("GET", "HEAD") else _refuse  # (a body may follow)
         if parts[:2] != ["v1", "streams"]:
-            return await _respond(send, 404, {"error": f"no such path: {path}"})
+            return await refuse(send, 404, {"error": f"no such path: {path}"})
         if len(parts) == 2:
             if method != "GET":
-                return await _respond(send, 405, {"error": "use GET"}, ((b"allow", b"GET"),))
+                return await refuse(send, 405, {"error": "use GET"}, ((b"allow", b"GET"),))
             return await _respond(send, 200, {"streams": [self._describe(s) for s in self.streams.values()]})
         stream = self.streams.get(parts[2])
         if stream is None:
-            return await _respond(send, 404, {"error": f"no such stream: {parts[2]!r}", "streams": list(self.streams)})
+            return await refuse(send, 404, {"error": f"no such stream: {parts[2]!r}", "streams": list(self.streams)})
         tail = parts[3:]
         if not tail:
             if method != "POST":
-                return await _respond(send, 405, {"error": "use POST"}, ((b"allow", b"POST"),))
+                return await refuse(send, 405, {"error": "use POST"}, ((b"allow", b"POST"),))
             return await self._post(scope, receive, send, stream)
         if tail in (["arrow"], ["rejects", "arrow"]) and method == "GET":
             topic = stream.batches if tail == ["arrow"] else stream.rejects
@@ -227,7 +234,7 @@ class HttpApi:
             if start is None:
                 return await _respond(send, 400, {"error": "from: expected earliest, latest or a sequence number"})
             return await self._stream_arrow(receive, send, topic, start)
-        return await _respond(send, 404, {"error": f"no such path: {path}"})
+        return await refuse(send, 404, {"error": f"no such path: {path}"})
 
     def _authorized(self, scope: Scope) -> bool:
         values = [v for k, v in scope["headers"] if k == b"authorization"]
@@ -272,15 +279,15 @@ class HttpApi:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             self._hit("max_body_bytes", scope)
-            return await _respond(send, 413, {"error": f"body of {int(length)} bytes exceeds max_body_bytes ({limit})"})
+            return await _refuse(send, 413, {"error": f"body of {int(length)} bytes exceeds max_body_bytes ({limit})"})
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip", b"x-gzip"):
-            return await _respond(
+            return await _refuse(
                 send, 415, {"error": f"unsupported Content-Encoding {encoding.decode(errors='replace')!r}"}
             )
         if self.stopping or stream.batcher.saturated:
             reason = "shutting down" if self.stopping else "stream is saturated"
-            return await _respond(send, 503, {"error": reason}, ((b"retry-after", b"1"),))
+            return await _refuse(send, 503, {"error": reason}, ((b"retry-after", b"1"),))
         self._posts += 1
         self._idle = anyio.Event() if self._posts == 1 else self._idle
         try:
@@ -407,7 +414,8 @@ class HttpApi:
 def _parse_start(text: str) -> Start | None:
     if text in ("earliest", "latest"):
         return text  # type: ignore[return-value]
-    return int(text) if text.isdigit() and len(text) < 20 else None
+    # ASCII digits only: str.isdigit and int() also take other scripts' digits ("٣" is 3)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
 
 
 def _topics(stream: Stream) -> tuple[tuple[str, Topic], ...]:
