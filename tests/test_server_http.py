@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from engine import Engine, load_config
+from engine.server import http as http_api
 from tests.live import SERVICE_YAML, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -121,6 +122,68 @@ async def test_a_refused_body_is_not_read_to_its_end(config):
         answer, sent = await anyio.to_thread.run_sync(_post_endless_body, eng.http[0].port, 10 << 30)
     assert answer.startswith(b"HTTP/1.1 413") and b"max_body_bytes" in answer
     assert sent < 1 << 30  # of 10 GiB declared (the server lingers for at most 16 MiB)
+
+
+def _post_then_half_close(port: int, body: bytes) -> bytes:
+    """POST ``body``, end our side (as ``nc -N`` does), then read the answer to its end."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(30)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(config):
+    body = b"".join(message(i) + b"\n" for i in range(10))
+    async with Engine(config) as eng:
+        answer = await anyio.to_thread.run_sync(_post_then_half_close, eng.http[0].port, body)
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(text)["accepted"] == 10
+
+
+WIDE_YAML = """
+streams:
+  wide:
+    fields:
+      seq:  {type: int64, required: true}
+      blob: {type: string}
+    batch: {max_messages: 200, max_bytes: 1MiB, linger_ms: 5}
+    slow_consumer: disconnect
+    consumer_queue: 1
+listen:
+  - {kind: http, port: 0}
+"""
+
+
+async def test_a_dropped_consumer_that_does_not_read_is_disconnected(monkeypatch, caplog):
+    """Dropped while stuck in a write, a live stream's connection would hold its batches
+    (and a full socket buffer) for as long as the client keeps it open."""
+    monkeypatch.setattr(http_api, "DROPPED_GRACE_S", 0.2)
+    blob = b"x" * 4000
+    async with Engine(load_config(WIDE_YAML)) as eng:
+        with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
+            s.sendall(b"GET /v1/streams/wide/arrow HTTP/1.1\r\nHost: x\r\n\r\n")  # then no reads
+            topic = eng.streams["wide"].batches
+            await wait_until(lambda: topic.consumers == 1)
+            seq = 0
+            while not topic.dropped:
+                await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
+                seq += 200
+                assert seq < 200_000, "the consumer was never dropped"
+            await wait_until(lambda: "consumer_aborted" in caplog.text)
+
+            def read_to_the_end() -> None:  # what was sent, then the end (not a wait)
+                s.settimeout(10)
+                try:
+                    while s.recv(1 << 20):
+                        pass
+                except ConnectionResetError:
+                    pass
+
+            await anyio.to_thread.run_sync(read_to_the_end)
 
 
 async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdown(config):

@@ -56,6 +56,7 @@ class Subscription:
         self._send = send
         self._receive = receive
         self.dropped: str | None = None
+        self._dropped_event = anyio.Event()
         self._cursor: LogCursor | None = None  # set while replaying from the segment log
         self._pos = start
         self._ahead: deque[pa.RecordBatch] = deque()
@@ -97,6 +98,10 @@ class Subscription:
             if self.dropped:
                 raise ConsumerDropped(self.dropped) from None
             return None
+
+    async def wait_dropped(self) -> None:
+        """Until the topic drops this consumer (which may never happen)."""
+        await self._dropped_event.wait()
 
     def _end_replay(self) -> None:
         if self._cursor is not None:
@@ -214,6 +219,7 @@ class Topic:
         self.dropped += 1
         self._subscribers.discard(sub)
         sub._send.close()
+        sub._dropped_event.set()
         log.warning("consumer_dropped topic=%s reason=%r", self.name, reason)
 
     def drop_all(self, reason: str) -> None:

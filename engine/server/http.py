@@ -45,10 +45,10 @@ from engine.batcher import Receipt, StreamClosed
 from engine.config import Limits, ListenSpec
 from engine.framer import CHUNK_BYTES, PartialBudget
 from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from engine.outputs.hub import ConsumerDropped, Start, Topic
+from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.server.access import bearer_matches
-from engine.server.http_protocol import BoundedHttpToolsProtocol
+from engine.server.http_protocol import ABORT, BoundedHttpToolsProtocol
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -57,6 +57,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ARROW_STREAM = b"application/vnd.apache.arrow.stream"
+#: How long a dropped consumer may take to read what was queued for it before its
+#: connection is aborted (one that does not read at all would hold those batches for good).
+DROPPED_GRACE_S = 5.0
 # a refused POST's body is never read, so its connection is not reused
 _CHALLENGE = ((b"www-authenticate", b"Bearer"), (b"connection", b"close"))
 
@@ -233,7 +236,7 @@ class HttpApi:
             start = _parse_start(query.get("from", ["latest"])[-1])
             if start is None:
                 return await _respond(send, 400, {"error": "from: expected earliest, latest or a sequence number"})
-            return await self._stream_arrow(receive, send, topic, start)
+            return await self._stream_arrow(scope, receive, send, topic, start)
         return await refuse(send, 404, {"error": f"no such path: {path}"})
 
     def _authorized(self, scope: Scope) -> bool:
@@ -362,7 +365,7 @@ class HttpApi:
             close = ((b"connection", b"close"),)
             await _respond(send, failure[0], {"error": failure[1], **receipt.as_dict()}, close)
 
-    async def _stream_arrow(self, receive: Receive, send: Send, topic: Topic, start: Start) -> None:
+    async def _stream_arrow(self, scope: Scope, receive: Receive, send: Send, topic: Topic, start: Start) -> None:
         try:
             sub = topic.subscribe(start)
         except SeqOutOfRange as exc:
@@ -388,6 +391,9 @@ class HttpApi:
             await sink.send(send)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
+                abort = scope.get("extensions", {}).get(ABORT)
+                if abort is not None:
+                    tg.start_soon(self._abort_if_dropped, sub, abort, topic.name)
                 try:
                     async for batch in sub:
                         writer.write_batch(batch, custom_metadata={SEQ_KEY: batch.schema.metadata[SEQ_KEY]})
@@ -399,6 +405,17 @@ class HttpApi:
                 tg.cancel_scope.cancel()
         finally:
             sub.close()
+
+    @staticmethod
+    async def _abort_if_dropped(sub: Subscription, abort: Callable[[], None], topic: str) -> None:
+        """A dropped consumer that reads gets what was queued for it and the end of its
+        stream; one that does not is stuck in a write, holding those batches and a full
+        socket buffer for as long as it stays connected: abort it (this task ends with the
+        stream otherwise)."""
+        await sub.wait_dropped()
+        await anyio.sleep(DROPPED_GRACE_S)
+        log.warning("consumer_aborted transport=http topic=%s reason=dropped and not reading", topic)
+        abort()
 
     @staticmethod
     async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -27,7 +27,13 @@ the reset can reach the client before it reads the answer, so it sees "connectio
 instead of the status that explains it. So such a close first ends our side (FIN after
 the answer), then reads and drops what still arrives, for at most ``LINGER_S`` and
 ``LINGER_BYTES``, and closes when the client ends its side. An idle connection closes at
-once. Everything else is uvicorn's.
+once.
+
+Two more ways a connection ends differently from uvicorn's: a client that half-closes
+after a whole request (``shutdown(SHUT_WR)``, ``nc -N``) still gets its answer, then the
+connection closes; and the app can abort a connection outright through the scope's
+``ABORT`` extension (a live stream whose consumer was dropped while it did not read).
+Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ BODY_GRACE_S = 1.0
 #: sends, and the most it drops, so the client reads our answer rather than a reset.
 LINGER_S = 2.0
 LINGER_BYTES = 16 << 20
+#: The key, in a request scope's ``extensions``, of a callable that aborts its connection.
+ABORT = "quiver.abort"
 
 
 class LingeringTransport:
@@ -100,6 +108,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_left = 0  # bytes a lingering close still drops before it closes
+        self._peer_done = False  # the client half-closed after a whole request: answer, close
 
     # -- connection ------------------------------------------------------------------
 
@@ -117,7 +126,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def eof_received(self) -> bool | None:
         if self.transport.lingering:  # type: ignore[attr-defined]
             return False  # the client has sent all it will: the transport closes now
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            # a whole request, then the client's FIN: it still reads, so the answer (a
+            # POST's receipt: its messages were taken) goes out, then the connection closes
+            self._peer_done = True
+            return True
         return super().eof_received()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._peer_done and not self.pipeline and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, unanswered (the app's ``ABORT``)."""
+        self.transport._transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self.transport.lingering:  # type: ignore[attr-defined]
@@ -166,6 +190,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._hits["max_connections"] += 1  # uvicorn answers 503 (and logs it)
+        self.scope.setdefault("extensions", {})[ABORT] = self.abort  # type: ignore[union-attr]
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
