@@ -35,6 +35,10 @@ async def test_flight_lists_streams_and_serves_live_batches_until_shutdown():
         assert info.endpoints[0].ticket.ticket == b"events.rejects"
         with pytest.raises(pa.ArrowException, match="no such stream"):
             await anyio.to_thread.run_sync(client.get_schema, fl.FlightDescriptor.for_path("nope"))
+        for bad in (b'{"stream": ["events"]}', b'{"stream": {"a": 1}}', b"{"):  # a clean error, no traceback
+            with pytest.raises(fl.FlightServerError, match="a JSON ticket needs") as err:
+                await anyio.to_thread.run_sync(lambda t=bad: client.do_get(fl.Ticket(t)).read_all())
+            assert "Traceback" not in str(err.value)
         client.close()
 
         readers = [threading.Thread(target=read, args=(url, t)) for t in (b"events", b"events.rejects")]

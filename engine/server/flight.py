@@ -83,6 +83,8 @@ class _FlightService(fl.FlightServerBase):
         try:
             spec = json.loads(ticket)
             name, start = spec["stream"], spec.get("from", "latest")
+            if not isinstance(name, str):
+                raise TypeError(name)
         except (ValueError, KeyError, TypeError):
             raise fl.FlightServerError(
                 'a JSON ticket needs {"stream": NAME} and optionally "from": SEQ | "earliest" | "latest"'
