@@ -103,7 +103,8 @@ class Batcher:
         self._acquiring = anyio.Lock()
         self._armed = anyio.Event()
         self._closed = False
-        self.backpressure_s = 0.0  # time producers waited for a free arena
+        self._held_s = 0.0  # time producers waited for a free arena, in waits that ended
+        self._held_since: float | None = None  # when the wait going on now began
 
     @classmethod
     def create(cls, pool: ArenaPool, spec: BatchSpec) -> tuple[Batcher, MemoryObjectReceiveStream[Arena]]:
@@ -111,6 +112,13 @@ class Batcher:
         arena of the pool can be in it)."""
         send, receive = anyio.create_memory_object_stream[Arena](pool.count)
         return cls(pool, spec, send), receive
+
+    @property
+    def backpressure_s(self) -> float:
+        """Time producers waited for a free arena, counting a wait still going on (a metric
+        that moved only when a wait ended would read 0 through a whole stall)."""
+        held = 0.0 if self._held_since is None else anyio.current_time() - self._held_since
+        return self._held_s + held
 
     @property
     def saturated(self) -> bool:
@@ -151,11 +159,14 @@ class Batcher:
         while not self.add_nowait(parts, kind, count, owner):
             async with self._acquiring:
                 if self._current is None and not self._closed:
-                    waited = self._pool.available == 0
-                    began = anyio.current_time() if waited else 0.0
-                    arena = await self._pool.acquire()
-                    if waited:  # producers were held back for this long
-                        self.backpressure_s += anyio.current_time() - began
+                    if self._pool.available == 0:  # producers are held back from now on
+                        self._held_since = anyio.current_time()
+                    try:
+                        arena = await self._pool.acquire()
+                    finally:
+                        if self._held_since is not None:
+                            self._held_s += anyio.current_time() - self._held_since
+                            self._held_since = None
                     if self._closed:  # closed while we waited: nothing may enter it now
                         self._pool.release(arena)
                         raise StreamClosed("stream is shutting down")

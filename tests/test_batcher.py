@@ -58,9 +58,19 @@ async def test_appends_wait_while_every_arena_is_busy():
     pool, batcher, flushed = _batcher(arenas=1, max_messages=1)
     await batcher.add((MSG,), LINES, 1)  # flushed at once: the only arena is queued
     assert batcher.saturated
-    with anyio.move_on_after(0.1) as waited:
-        await batcher.add((MSG,), LINES, 1)
+    assert batcher.backpressure_s == 0
+    held_at_start = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:  # the stall shows while it lasts, not only once it ends
+            await anyio.sleep(0.05)
+            held_at_start.append(batcher.backpressure_s)
+
+        tg.start_soon(watch)
+        with anyio.move_on_after(0.1) as waited:
+            await batcher.add((MSG,), LINES, 1)
     assert waited.cancelled_caught  # nothing was allocated and nothing dropped: it waited
+    assert 0 < held_at_start[0] < batcher.backpressure_s
     pool.release(flushed.receive_nowait())
     with anyio.fail_after(5):
         await batcher.add((MSG,), LINES, 1)
