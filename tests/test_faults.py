@@ -336,7 +336,14 @@ async def test_http_connections_beyond_the_limit_are_refused_not_queued():
 
         assert (await anyio.to_thread.run_sync(third)).startswith(b"HTTP/1.1 503")
         assert eng.http[0].limit_hits == {"max_connections": 1}
+
+        def served(s: socket.socket) -> bytes:  # each of the two within the limit is
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(20)
+            return s.recv(65536)
+
         for s in held:
+            assert (await anyio.to_thread.run_sync(served, s)).startswith(b"HTTP/1.1 200")
             s.close()
 
 

@@ -483,7 +483,9 @@ class HttpListener:
             log_config=None,
             access_log=False,
             server_header=False,
-            limit_concurrency=self.limits.max_connections,  # beyond it: 503, not a queue
+            # beyond it: 503, not a queue (uvicorn counts the connection asking among its
+            # connections, so its limit N serves N - 1)
+            limit_concurrency=self.limits.max_connections + 1,
             http=functools.partial(
                 BoundedHttpToolsProtocol,
                 max_header_bytes=int(self.limits.max_header_bytes),
