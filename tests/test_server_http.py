@@ -144,6 +144,33 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer
     assert head.startswith(b"HTTP/1.1 200") and json.loads(text)["accepted"] == 10
 
 
+async def test_a_chunked_body_that_breaks_off_malformed_is_answered_with_what_was_taken(config):
+    chunk = b"".join(message(i) + b"\n" for i in range(10)) + b'{"seq":'  # and a partial line
+    request = (
+        b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        + b"zz\r\nnot a chunk\r\n"
+    )
+
+    def post() -> bytes:
+        with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
+            s.sendall(request)
+            s.settimeout(30)
+            answer = b""
+            while part := s.recv(65536):
+                answer += part
+        return answer
+
+    async with Engine(config) as eng:
+        answer = await anyio.to_thread.run_sync(post)
+        stats = eng.streams["events"].stats
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    body = json.loads(text)
+    assert "malformed" in body["error"] and (body["accepted"], body["rejected"]) == (10, 0)
+    assert (stats.accepted, stats.discarded_partials) == (10, 1)  # the cut-off line: no message
+
+
 WIDE_YAML = """
 streams:
   wide:

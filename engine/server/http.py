@@ -48,7 +48,7 @@ from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.server.access import bearer_matches
-from engine.server.http_protocol import ABORT, BoundedHttpToolsProtocol
+from engine.server.http_protocol import ABORT, BODY_ERROR, BoundedHttpToolsProtocol
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -341,6 +341,9 @@ class HttpApi:
                     failure = (400, f"bad gzip body: {exc}")
                 if not message.get("more_body", False):
                     break
+            broken = scope.get("extensions", {}).get(BODY_ERROR)
+            if failure is None and broken is not None:  # what came before the fault is taken
+                failure = (400, broken)
             if failure is None and inflater is not None and not inflater.complete:
                 failure = (400, "gzip body ended early")
             if failure is None:

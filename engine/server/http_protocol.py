@@ -29,11 +29,13 @@ the answer), then reads and drops what still arrives, for at most ``LINGER_S`` a
 ``LINGER_BYTES``, and closes when the client ends its side. An idle connection closes at
 once.
 
-Two more ways a connection ends differently from uvicorn's: a client that half-closes
-after a whole request (``shutdown(SHUT_WR)``, ``nc -N``) still gets its answer, then the
-connection closes; and the app can abort a connection outright through the scope's
-``ABORT`` extension (a live stream whose consumer was dropped while it did not read).
-Everything else is uvicorn's.
+More ways a connection ends differently from uvicorn's: a client that half-closes after
+a whole request (``shutdown(SHUT_WR)``, ``nc -N``) still gets its answer, then the
+connection closes; a body that breaks off malformed (a bad chunk size) ends there for the
+app, which answers it (a POST says what it took before the fault, under ``BODY_ERROR`` in
+the scope's extensions), instead of uvicorn's bare 400; and the app can abort a connection
+outright through the ``ABORT`` extension (a live stream whose consumer was dropped while
+it did not read). Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ LINGER_S = 2.0
 LINGER_BYTES = 16 << 20
 #: The key, in a request scope's ``extensions``, of a callable that aborts its connection.
 ABORT = "quiver.abort"
+#: The key, in a request scope's ``extensions``, of why its body broke off (absent if not).
+BODY_ERROR = "quiver.body_error"
 
 
 class LingeringTransport:
@@ -138,6 +142,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._peer_done and not self.pipeline and not self.transport.is_closing():
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser failed (uvicorn then answers 400 and closes). Mid-body, with the app
+        reading it and no answer begun, end the body at the fault and let the app answer."""
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or cycle.response_started or cycle.disconnected:
+            return super().send_400_response(msg)
+        cycle.scope["extensions"][BODY_ERROR] = "malformed HTTP body (bad chunk framing)"  # type: ignore[typeddict-item]
+        cycle.more_body = False
+        cycle.keep_alive = False  # the parser cannot go on: close after the answer
+        cycle.message_event.set()
+        self.transport.pause_reading()  # nothing after the fault is read
+        self._disarm()
 
     def abort(self) -> None:
         """Close at once, unanswered (the app's ``ABORT``)."""
