@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pyarrow as pa
 import pytest
@@ -132,6 +133,42 @@ def test_every_torn_tail_is_truncated_to_whole_batches(tmp_path):
         log.close()
         assert [seq_of(b) for b in SegmentLog.open(d, SCHEMA, SegmentPolicy()).read()] == list(range(whole + 1))
     assert schema_end < ends[0]
+
+
+def test_a_damaged_byte_in_the_newest_segment_drops_only_what_follows_it(tmp_path):
+    """A flipped byte in a length or type field reads as a huge allocation or an unknown
+    type (not only ArrowInvalid): start-up must still cut the log back, never fail."""
+    base = tmp_path / "base"
+    log = SegmentLog.open(base, SCHEMA, SegmentPolicy())
+    append(log, 3)
+    log.close()
+    path = next(base.glob("*.arrow"))
+    data = path.read_bytes()
+    with pa.OSFile(str(path)) as f:
+        r = pa.ipc.open_stream(f)
+        r.read_next_batch()
+        first_end = f.tell()
+    for at in range(first_end, len(data) - len(EOS)):
+        for value in (0xFF, 0x7F):
+            d = tmp_path / f"flip{at}_{value}"
+            d.mkdir()
+            (d / path.name).write_bytes(data[:at] + bytes([value]) + data[at + 1 :])
+            log = SegmentLog.open(d, SCHEMA, SegmentPolicy())
+            kept = list(log.read())
+            assert log.next_seq >= 1 and [seq_of(b) for b in kept] == list(range(log.next_seq)), at
+            log.close()
+
+
+def test_first_seq_never_waits_behind_a_disk_write(tmp_path):
+    """The event loop asks first_seq; a slow fsync holds the log's lock meanwhile."""
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy())
+    append(log, 2)
+    got = []
+    with log._lock:  # as an append or fsync in progress does
+        asker = threading.Thread(target=lambda: got.append(log.first_seq), daemon=True)
+        asker.start()
+        asker.join(5)
+    assert got == [0]
 
 
 def test_garbage_after_the_last_batch_is_cut(tmp_path):

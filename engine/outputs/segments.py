@@ -167,8 +167,10 @@ class SegmentLog:
                     good_end = f.tell()
             except StopIteration:
                 pass
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError):
-                pass  # a torn or damaged message: everything from it on is dropped
+            except (pa.ArrowException, OSError, ValueError):
+                # a torn or damaged message: everything from it on is dropped (damage in a
+                # length can also read as a huge allocation or an unknown type)
+                pass
         if schema is not None and repair and not schema.equals(self.schema, check_metadata=False):
             raise LogError(
                 f"{path}: its batches have a different schema than the stream's fields now declare; "
@@ -200,9 +202,10 @@ class SegmentLog:
 
     @property
     def first_seq(self) -> int:
-        """The oldest retained sequence number (== next_seq when nothing is retained)."""
-        with self._lock:
-            return self._first_locked()
+        """The oldest retained sequence number (== next_seq when nothing is retained).
+        Lock-free, as ``nbytes``: the event loop asks it (listings, subscriptions, Flight
+        infos) and must never wait behind an fsync that holds the lock."""
+        return self._first_of(list(self._segments))
 
     @property
     def nbytes(self) -> int:
@@ -390,7 +393,10 @@ class SegmentLog:
         return deleted
 
     def _first_locked(self) -> int:
-        for s in self._segments:
+        return self._first_of(self._segments)
+
+    def _first_of(self, segments: list[Segment]) -> int:
+        for s in segments:
             if s.next_seq > s.first_seq:
                 return s.first_seq
         return self._next_seq
