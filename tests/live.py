@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import anyio
 import pyarrow as pa
@@ -46,6 +47,22 @@ def send_tcp(port: int, data: bytes, pieces: int = 1) -> None:
             s.sendall(data[lo : lo + step])
         s.shutdown(socket.SHUT_WR)
         s.recv(1)  # the server closes after reading everything
+
+
+def exchange(port: int, data: bytes, *, pause: float = 0.0, half_close: bool = False) -> bytes:
+    """Send raw ``data`` on a fresh connection (then wait ``pause``, or end our side with
+    ``half_close``) and read what comes back until the server closes."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+        if pause:
+            time.sleep(pause)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        s.settimeout(20)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
 
 
 async def drain(sub: Subscription, into: list[pa.RecordBatch]) -> None:

@@ -17,6 +17,7 @@ import resource
 import socket
 import threading
 import time
+from functools import partial
 
 import anyio
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pytest
 from engine import Engine, load_config
 from engine.outputs.segments import SegmentLog, SegmentPolicy, seq_of
 from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
+from tests.live import exchange as live_exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -239,16 +241,7 @@ async def test_http_heads_that_are_too_large_or_too_slow_are_refused():
     async with Engine(cfg) as eng:
         port = eng.http[0].port
 
-        def exchange(data: bytes, pause: float = 0.0) -> bytes:
-            with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(data)
-                if pause:
-                    time.sleep(pause)
-                s.settimeout(20)
-                out = b""
-                while chunk := s.recv(65536):
-                    out += chunk
-                return out
+        exchange = partial(live_exchange, port)
 
         head = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n"
         assert (await anyio.to_thread.run_sync(exchange, head)).startswith(b"HTTP/1.1 431")

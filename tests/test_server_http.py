@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 
 import anyio
 import pyarrow as pa
@@ -17,7 +18,7 @@ import pytest
 
 from engine import Engine, load_config
 from engine.server import http as http_api
-from tests.live import SERVICE_YAML, message, send_tcp, wait_until
+from tests.live import SERVICE_YAML, exchange, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -124,22 +125,11 @@ async def test_a_refused_body_is_not_read_to_its_end(config):
     assert sent < 1 << 30  # of 10 GiB declared (the server lingers for at most 16 MiB)
 
 
-def _post_then_half_close(port: int, body: bytes) -> bytes:
-    """POST ``body``, end our side (as ``nc -N`` does), then read the answer to its end."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(30)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
-    return answer
-
-
 async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(config):
     body = b"".join(message(i) + b"\n" for i in range(10))
-    async with Engine(config) as eng:
-        answer = await anyio.to_thread.run_sync(_post_then_half_close, eng.http[0].port, body)
+    request = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with Engine(config) as eng:  # ended our side as nc -N does
+        answer = await anyio.to_thread.run_sync(partial(exchange, eng.http[0].port, request, half_close=True))
     head, _, text = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and json.loads(text)["accepted"] == 10
 
@@ -152,17 +142,8 @@ async def test_a_chunked_body_that_breaks_off_malformed_is_answered_with_what_wa
         + b"zz\r\nnot a chunk\r\n"
     )
 
-    def post() -> bytes:
-        with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
-            s.sendall(request)
-            s.settimeout(30)
-            answer = b""
-            while part := s.recv(65536):
-                answer += part
-        return answer
-
     async with Engine(config) as eng:
-        answer = await anyio.to_thread.run_sync(post)
+        answer = await anyio.to_thread.run_sync(exchange, eng.http[0].port, request)
         stats = eng.streams["events"].stats
     head, _, text = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
