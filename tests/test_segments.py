@@ -102,21 +102,25 @@ def test_cursor_range_checks(tmp_path):
     assert (exc.value.first, exc.value.next) == (0, 2)
 
 
-def test_every_torn_tail_is_truncated_to_whole_batches(tmp_path):
-    base = tmp_path / "base"
-    log = SegmentLog.open(base, SCHEMA, SegmentPolicy())
-    append(log, 4)
+def _one_segment(directory, batches: int):
+    """A closed log of ``batches`` batches in one segment: (its path, its bytes, where the
+    schema message ends, where each batch ends)."""
+    log = SegmentLog.open(directory, SCHEMA, SegmentPolicy())
+    append(log, batches)
     log.close()
-    path = next(base.glob("*.arrow"))
-    data = path.read_bytes()
-    # batch boundaries: where each whole batch ends
+    path = next(directory.glob("*.arrow"))
     ends = []
     with pa.OSFile(str(path)) as f:
         r = pa.ipc.open_stream(f)
         schema_end = f.tell()
-        for _ in range(4):
+        for _ in range(batches):
             r.read_next_batch()
             ends.append(f.tell())
+    return path, path.read_bytes(), schema_end, ends
+
+
+def test_every_torn_tail_is_truncated_to_whole_batches(tmp_path):
+    path, data, schema_end, ends = _one_segment(tmp_path / "base", 4)
     step = max(1, len(data) // 150)
     for cut in [*range(0, len(data) - len(EOS), step), *[e - 1 for e in ends], *ends]:
         d = tmp_path / f"cut{cut}"
@@ -138,17 +142,8 @@ def test_every_torn_tail_is_truncated_to_whole_batches(tmp_path):
 def test_a_damaged_byte_in_the_newest_segment_drops_only_what_follows_it(tmp_path):
     """A flipped byte in a length or type field reads as a huge allocation or an unknown
     type (not only ArrowInvalid): start-up must still cut the log back, never fail."""
-    base = tmp_path / "base"
-    log = SegmentLog.open(base, SCHEMA, SegmentPolicy())
-    append(log, 3)
-    log.close()
-    path = next(base.glob("*.arrow"))
-    data = path.read_bytes()
-    with pa.OSFile(str(path)) as f:
-        r = pa.ipc.open_stream(f)
-        r.read_next_batch()
-        first_end = f.tell()
-    for at in range(first_end, len(data) - len(EOS)):
+    path, data, _, ends = _one_segment(tmp_path / "base", 3)
+    for at in range(ends[0], len(data) - len(EOS)):
         for value in (0xFF, 0x7F):
             d = tmp_path / f"flip{at}_{value}"
             d.mkdir()
