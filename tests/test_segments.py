@@ -76,6 +76,23 @@ def test_rolls_by_size_and_reads_across_segments(tmp_path):
     log.close()
 
 
+def test_a_damaged_older_segment_is_read_up_to_the_damage_which_it_then_names(tmp_path):
+    """Start-up checks only the newest segment: an older one damaged since is found by the
+    reader, which still hands over every batch before the damage."""
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(max_bytes=2000, retain_bytes=None))
+    append(log, 40)
+    oldest = log.segments()[0]
+    data = oldest.path.read_bytes()
+    oldest.path.write_bytes(data[: len(data) * 2 // 3])  # its last third is gone
+    cursor, got = log.cursor(0), []
+    with pytest.raises(LogError, match=oldest.path.name):
+        while True:
+            got += cursor.read(log.next_seq, 64)
+    assert [seq_of(b) for b in got] == list(range(len(got)))
+    assert 0 < len(got) < oldest.next_seq
+    log.close()
+
+
 def test_rolls_by_age(tmp_path):
     log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(max_age_s=0.0))
     append(log, 3)

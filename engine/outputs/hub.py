@@ -25,7 +25,7 @@ import anyio
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine.outputs.segments import SEQ_KEY, LogCursor, SegmentLog, SeqOutOfRange, seq_of, stamp
+from engine.outputs.segments import SEQ_KEY, LogCursor, LogError, SegmentLog, SeqOutOfRange, seq_of, stamp
 
 log = logging.getLogger("quiver.hub")
 
@@ -81,6 +81,11 @@ class Subscription:
                     )
                 except SeqOutOfRange as exc:
                     self.dropped = f"{self.topic.name}: replay fell behind retention: {exc}"
+                    self._end_replay()
+                    raise ConsumerDropped(self.dropped) from None
+                except LogError as exc:
+                    self.dropped = f"{self.topic.name}: replay stopped at a damaged segment: {exc}"
+                    log.error("replay_failed topic=%s error=%s", self.topic.name, exc)
                     self._end_replay()
                     raise ConsumerDropped(self.dropped) from None
                 self._ahead.extend(got)

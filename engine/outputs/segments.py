@@ -447,15 +447,23 @@ class LogCursor:
 
     def read(self, until_seq: int, max_batches: int) -> list[pa.RecordBatch]:
         """Up to ``max_batches`` batches from ``pos``, all with seq < ``until_seq`` (which
-        must already be written). Raises SeqOutOfRange if retention deleted them."""
+        must already be written). Raises SeqOutOfRange if retention deleted them, and
+        LogError at a damaged batch (after returning the ones before it)."""
         out: list[pa.RecordBatch] = []
         while self.pos < until_seq and len(out) < max_batches:
             seg = self._segment
             if self._reader is None or (seg is not None and seg.closed and self.pos >= seg.next_seq):
                 self._open(self.pos)
-            assert self._reader is not None
-            batch, meta = self._reader.read_next_batch_with_custom_metadata()
-            seq = int(meta[SEQ_KEY])
+            assert self._reader is not None and self._segment is not None
+            try:
+                batch, meta = self._reader.read_next_batch_with_custom_metadata()
+                seq = int(meta[SEQ_KEY])
+            except (pa.ArrowException, StopIteration, OSError, ValueError, KeyError, TypeError) as exc:
+                # only the newest segment is checked at start: an older one damaged since
+                # (a disk fault, a hand edit) ends the read here, with what came before it
+                if out:
+                    return out
+                raise LogError(f"{self._segment.path}: batch {self.pos} cannot be read: {exc!r}") from None
             if seq < self.pos:
                 continue  # skipping to the start position inside the first segment
             if seq != self.pos:
