@@ -60,8 +60,7 @@ ARROW_STREAM = b"application/vnd.apache.arrow.stream"
 #: How long a dropped consumer may take to read what was queued for it before its
 #: connection is aborted (one that does not read at all would hold those batches for good).
 DROPPED_GRACE_S = 5.0
-# a refused POST's body is never read, so its connection is not reused
-_CHALLENGE = ((b"www-authenticate", b"Bearer"), (b"connection", b"close"))
+_CHALLENGE = ((b"www-authenticate", b"Bearer"),)  # with 401 (its body unread: see _refuse)
 
 
 def _schema_json(schema: pa.Schema) -> list[dict]:
@@ -212,7 +211,7 @@ class HttpApi:
             return await _respond(send, 200, {"status": "stopping" if self.stopping else "ok"})
         if self.token is not None and not self._authorized(scope):
             # answered before any of a POST's body is read: nothing of it is ingested
-            return await _respond(send, 401, {"error": "missing or invalid bearer token"}, _CHALLENGE)
+            return await _refuse(send, 401, {"error": "missing or invalid bearer token"}, _CHALLENGE)
         if path == "/metrics" and method == "GET" and self.metrics is not None:
             return await _send_metrics(send, self.metrics())
         refuse = _respond if method in ("GET", "HEAD") else _refuse  # (a body may follow)
