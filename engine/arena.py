@@ -55,6 +55,7 @@ class Arena:
         self.regions: list[Region] = []
         self.opened_at = math.inf  # loop time of the first append since reset
         self.flushed_at = math.inf  # loop time it was handed to the pipeline
+        self.lingered = False  # flushed by linger_ms: its stream fills arenas slower than that
 
     @property
     def capacity(self) -> int:
@@ -103,6 +104,7 @@ class Arena:
         self.regions = []
         self.opened_at = math.inf
         self.flushed_at = math.inf
+        self.lingered = False
 
 
 class ArenaPool:

@@ -10,6 +10,7 @@ connections behind them: that is how producers feel backpressure.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from engine.config import BatchSpec
 
 #: How late the event loop's timers may fire; a linger flush is scheduled this much early.
 TIMER_SLACK_S = 0.001
+#: A window whose first message is read this soon after the event loop was held by a
+#: batch parsed on it is dated from the start of that hold (see ``Batcher.loop_held``).
+HOLD_GRACE_S = 0.001
 
 
 class StreamClosed(RuntimeError):
@@ -92,6 +96,24 @@ class Receipt:
 class Batcher:
     """Fills one stream's arenas with whole messages and flushes them as batches."""
 
+    # when the event loop (one per process, shared by every stream) was last held by a
+    # batch parsed on it: data that arrived meanwhile waited in the socket, unread
+    _held_from = -math.inf
+    _held_to = -math.inf
+
+    @classmethod
+    def loop_held(cls, start: float, end: float) -> None:
+        """The event loop read nothing from ``start`` to ``end`` (loop time). A window
+        opened by a read right after that is dated from ``start``: its first message may
+        have waited in the socket all along, and linger_ms bounds its whole wait, not just
+        the part spent in the arena (else a window opened behind every hold would close
+        that much late, and those first messages are a stream's oldest)."""
+        cls._held_from, cls._held_to = start, end
+
+    @classmethod
+    def _window_start(cls, now: float) -> float:
+        return cls._held_from if now - cls._held_to <= HOLD_GRACE_S else now
+
     def __init__(self, pool: ArenaPool, spec: BatchSpec, flushed: MemoryObjectSendStream[Arena]) -> None:
         self._pool = pool
         self._max_messages = spec.max_messages
@@ -145,7 +167,7 @@ class Batcher:
             self._current = arena
             self._generation += 1
         if arena.used == 0:
-            arena.opened_at = anyio.current_time()
+            arena.opened_at = self._window_start(anyio.current_time())
             self._armed.set()
         arena.add_messages(parts, kind, count, owner)
         if owner is not None:
@@ -195,6 +217,7 @@ class Batcher:
             # arena longer than linger_ms, as the config promises
             await anyio.sleep_until(arena.opened_at + max(0.0, self._linger - TIMER_SLACK_S))
             if self._current is arena and self._generation == generation:
+                arena.lingered = True
                 self.flush()
 
     def hurry(self) -> None:

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from engine.arena import LINES, ArenaPool
-from engine.batcher import TIMER_SLACK_S, Batcher, Outbox, Receipt, StreamClosed
+from engine.batcher import HOLD_GRACE_S, TIMER_SLACK_S, Batcher, Outbox, Receipt, StreamClosed
 from engine.config import BatchSpec
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +52,24 @@ async def test_linger_flushes_an_arena_that_stops_filling():
         # aimed TIMER_SLACK_S early (loop timers fire late), never earlier than that
         assert arena.flushed_at - arena.opened_at >= 0.020 - TIMER_SLACK_S
         tg.cancel_scope.cancel()
+
+
+async def test_a_window_opened_behind_a_loop_hold_dates_from_the_hold(monkeypatch):
+    # a batch parsed on the event loop held every read: the first message read after it
+    # may have waited in its socket all along, so its window closes linger_ms after the
+    # hold began, not linger_ms after the read
+    monkeypatch.setattr(Batcher, "_held_from", Batcher._held_from)
+    monkeypatch.setattr(Batcher, "_held_to", Batcher._held_to)
+    pool, batcher, flushed = _batcher(max_messages=1)
+    now = anyio.current_time()
+    Batcher.loop_held(now - 0.004, now)
+    await batcher.add((MSG,), LINES, 1)
+    arena = flushed.receive_nowait()
+    assert arena.opened_at == now - 0.004
+    pool.release(arena)
+    await anyio.sleep(2 * HOLD_GRACE_S)  # read later: the hold did not delay it
+    await batcher.add((MSG,), LINES, 1)
+    assert flushed.receive_nowait().opened_at >= now + 2 * HOLD_GRACE_S
 
 
 async def test_appends_wait_while_every_arena_is_busy():

@@ -13,6 +13,7 @@ import pytest
 
 from engine import Engine, load_config
 from engine.outputs.hub import ConsumerDropped
+from engine.pipeline import INLINE_BYTES
 from tests.live import SERVICE_YAML, column, drain, message, send_tcp, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -134,6 +135,41 @@ async def test_concurrent_streams_share_the_kernels_safely(config):
     assert sorted(column(events, "seq")) == sorted(list(range(n)) * 2)
     assert sorted(column(other, "seq")) == sorted(list(range(n)) * 2)
     assert eng.streams["other"].pipeline.widest == min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+async def test_lingered_small_arenas_are_parsed_on_the_event_loop_and_the_rest_on_a_worker(config):
+    # a small arena that linger_ms flushed costs less parsed where the loop already runs
+    # than handed to a worker thread and back; a full arena (a stream sending as fast as
+    # arenas fill) or one big enough for several kernel threads goes to a worker, and the
+    # loop reads on meanwhile
+    parsed_on = []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        out = []
+        for name in ("events", "other"):
+            consumers.start_soon(drain, eng.subscribe(name), out)
+            pipeline = eng.streams[name].pipeline
+
+            def spy(arena, *args, parse=pipeline._parse, name=name):
+                parsed_on.append((name, arena.lingered, arena.used < INLINE_BYTES, threading.get_ident()))
+                return parse(arena, *args)
+
+            pipeline._parse = spy
+        loop_thread = threading.get_ident()
+        small = b"".join(message(i) + b"\n" for i in range(10))
+        big = b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"p" * 200) for i in range(20_000))
+        assert (await eng.ingest("other", small)).accepted == 10
+        assert (await eng.ingest("other", big)).accepted == 20_000
+        # "events" flushes an arena at 500 messages: this one goes full, the next lingers
+        full = b"".join(message(i) + b"\n" for i in range(2_000))
+        assert (await eng.ingest("events", full)).accepted == 2_000
+        assert (await eng.ingest("events", small)).accepted == 10
+    assert len(column(out, "seq")) == 22_020
+    assert [(name, lingered, small, ident == loop_thread) for name, lingered, small, ident in parsed_on] == [
+        ("other", True, True, True),
+        ("other", True, False, False),
+        ("events", False, True, False),
+        ("events", True, True, True),
+    ]
 
 
 async def test_a_consumer_that_does_not_read_pushes_back_on_tcp_producers():
