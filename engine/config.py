@@ -26,6 +26,14 @@ from pydantic import (
 )
 
 INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def int_range(t: str) -> tuple[int, int]:
+    """The smallest and largest value of integer type ``t``."""
+    bits = int(t.lstrip("uint"))
+    return (0, (1 << bits) - 1) if t[0] == "u" else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
 FLOAT_TYPES = ("float32", "float64")
 SIMPLE_TYPES = (*INT_TYPES, *FLOAT_TYPES, "bool", "string", "binary", "json", "enum", "date32")
 TIME_UNITS = ("s", "ms", "us", "ns")
@@ -118,6 +126,10 @@ class FieldSpec(_Model):
         elif t in INT_TYPES:
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
                 raise ValueError(f"expected a list of integers for type {t}")
+            lo, hi = int_range(t)
+            outside = [x for x in v if not lo <= x <= hi]
+            if outside:
+                raise ValueError(f"enum value {outside[0]} is outside the range of {t} ({lo}..{hi})")
         else:
             raise ValueError(f"enum applies to string, enum and integer types, not to type {t}")
         if len(set(v)) != len(v):

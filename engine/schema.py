@@ -7,18 +7,19 @@ RFC 3339 text converted to the column's unit), enum strings as UTF-8 bytes, outp
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from engine.config import FLOAT_TYPES, INT_TYPES, ConfigError, FieldSpec, StreamConfig, parse_timestamp_type
+from engine.config import FLOAT_TYPES, INT_TYPES, ConfigError, FieldSpec, StreamConfig, int_range, parse_timestamp_type
 from kernels import tables as tb
+from kernels.errors import OK, OUT_OF_RANGE
 from kernels.gather import COPY_BASE64, COPY_RAW, COPY_STRING
+from kernels.temporal import parse_date, parse_rfc3339
 
-_INT_BOUNDS = {t: (int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in INT_TYPES}
+_INT_BOUNDS = {t: int_range(t) for t in INT_TYPES}
 _UNIT_TICKS = {"s": 1, "ms": 1000, "us": 1000_000, "ns": 1000_000_000}
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _I32 = (-(1 << 31), (1 << 31) - 1)
@@ -104,23 +105,36 @@ def _kind(spec: FieldSpec) -> int:
 
 
 def _time_bound(v: int | str, spec: FieldSpec, path: str) -> int:
-    """A timestamp/date bound in the column's unit (integers are taken as already in it)."""
+    """A timestamp/date bound in the column's unit (integers are taken as already in it).
+
+    Text goes through the kernels' own RFC 3339 / date parser, so a bound means exactly
+    what the same text means as a value: all nine fraction digits of a nanosecond bound,
+    digits finer than the unit dropped as they are from values, the same forms accepted.
+    """
     if isinstance(v, int):
         return v
-    try:
-        if spec.type == "date32":
-            return (dt.date.fromisoformat(v) - dt.date(1970, 1, 1)).days
+    text = v.encode("utf-8", "surrogatepass")
+    x = np.frombuffer(text + bytes(8), np.uint8)  # padded: the parsers may look one byte on
+    if spec.type == "date32":
+        value, code = parse_date(x, 0, len(text))
+        shape = "YYYY-MM-DD"
+    else:
         unit, _ = parse_timestamp_type(spec.type)
-        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00").replace("z", "+00:00"))
-        if t.tzinfo is None:
-            raise ValueError("no UTC offset")
-        delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return micros * _UNIT_TICKS[unit] // 1_000_000
-    except ValueError as exc:
-        raise ConfigError(
-            f"{path}: expected an RFC 3339 date-time (or YYYY-MM-DD for date32); got {v!r} ({exc})"
-        ) from None
+        ticks = _UNIT_TICKS[unit]
+        value, code = parse_rfc3339(x, 0, len(text), ticks, len(str(ticks)) - 1)
+        shape = "an RFC 3339 date-time such as 2024-01-01T00:00:00Z"
+    if code == OUT_OF_RANGE:
+        raise ConfigError(f"{path}: {v!r} is not a valid instant of type {spec.type} (out of range)")
+    if code != OK:
+        raise ConfigError(f"{path}: expected {shape}; got {v!r}")
+    return int(value)
+
+
+def _folded(lo: int, hi: int) -> tuple[int, int]:
+    """Bounds as the kernel tables hold them: (1, 0) when no value can fit. Folded with the
+    type's own range, a bound past that range means exactly this, and stored as written it
+    could overflow the table's integers."""
+    return (lo, hi) if lo <= hi else (1, 0)
 
 
 def compile_schema(stream: StreamConfig) -> CompiledSchema:
@@ -155,6 +169,8 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
             n_floats += 1
             row[tb.F_SPAN] = n_spans  # the literal's text, for the exact fallback
             n_spans += 1
+            if spec.min is not None and spec.max is not None and spec.min > spec.max:
+                raise ConfigError(f"{path}.min: {spec.min!r} is greater than max {spec.max!r}")
             if spec.min is not None:
                 float_bounds[f, 0] = float(spec.min)
             if spec.max is not None:
@@ -169,31 +185,22 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
         else:
             row[tb.F_SLOT] = n_ints
             n_ints += 1
-        if kd == tb.KIND_INT:
-            lo, hi = _INT_BOUNDS[spec.type]
-            row[tb.F_INT_LO] = max(lo, spec.min) if spec.min is not None else lo
-            row[tb.F_INT_HI] = min(hi, spec.max) if spec.max is not None else hi
-        elif kd == tb.KIND_UINT64:
-            top = _INT_BOUNDS["uint64"][1]
-            if spec.max is not None and spec.max < 0:
-                uint_bounds[f] = (1, 0)  # nothing fits
-            else:
-                uint_bounds[f, 0] = max(0, spec.min) if spec.min is not None else 0
-                uint_bounds[f, 1] = min(top, spec.max) if spec.max is not None else top
-        elif kd == tb.KIND_TIMESTAMP:
+        if kd == tb.KIND_TIMESTAMP:
             unit, _ = parse_timestamp_type(spec.type)
             row[tb.F_UNIT] = _UNIT_TICKS[unit]
             row[tb.F_FRAC_DIGITS] = len(str(_UNIT_TICKS[unit])) - 1
-        elif kd == tb.KIND_DATE:
-            row[tb.F_INT_LO], row[tb.F_INT_HI] = _I32
-        if kd in (tb.KIND_TIMESTAMP, tb.KIND_DATE):
-            if spec.min is not None:
-                row[tb.F_INT_LO] = max(int(row[tb.F_INT_LO]), _time_bound(spec.min, spec, f"{path}.min"))
-            if spec.max is not None:
-                row[tb.F_INT_HI] = min(int(row[tb.F_INT_HI]), _time_bound(spec.max, spec, f"{path}.max"))
-        lo_text, hi_text = isinstance(spec.min, str), isinstance(spec.max, str)
-        if spec.min is not None and spec.max is not None and not (lo_text or hi_text) and spec.min > spec.max:
-            raise ConfigError(f"{path}.min: {spec.min} is greater than max {spec.max}")
+        if kd in (tb.KIND_INT, tb.KIND_UINT64, tb.KIND_TIMESTAMP, tb.KIND_DATE):
+            lo, hi = {tb.KIND_TIMESTAMP: _I64, tb.KIND_DATE: _I32}.get(kd) or _INT_BOUNDS[spec.type]
+            timed = kd in (tb.KIND_TIMESTAMP, tb.KIND_DATE)
+            low = None if spec.min is None else _time_bound(spec.min, spec, f"{path}.min") if timed else spec.min
+            high = None if spec.max is None else _time_bound(spec.max, spec, f"{path}.max") if timed else spec.max
+            if low is not None and high is not None and low > high:
+                raise ConfigError(f"{path}.min: {spec.min!r} is greater than max {spec.max!r}")
+            lo, hi = _folded(lo if low is None else max(lo, low), hi if high is None else min(hi, high))
+            if kd == tb.KIND_UINT64:
+                uint_bounds[f] = (lo, hi)
+            else:
+                row[tb.F_INT_LO], row[tb.F_INT_HI] = lo, hi
         enum_values: tuple[str, ...] = ()
         row[tb.F_ENUM_FIRST] = len(spans) // 2
         if kd == tb.KIND_ENUM:
@@ -205,7 +212,9 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
         row[tb.F_ENUM_LAST] = len(spans) // 2
         if kd != tb.KIND_ENUM and spec.enum is not None:
             row[tb.F_INT_ENUM_FIRST] = len(int_enum)
-            int_enum.extend(spec.enum)
+            # uint64 values past int64's range are kept as their two's complement bits,
+            # which is how the kernel holds a uint64 value too (config checks each fits)
+            int_enum.extend(v - (1 << 64) if v > _I64[1] else v for v in spec.enum)
             row[tb.F_INT_ENUM_LAST] = len(int_enum)
         columns.append(
             Column(name, f, spec, kd, int(row[tb.F_SLOT]), int(row[tb.F_SPAN]), _arrow_type(spec), enum_values)

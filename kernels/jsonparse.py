@@ -366,6 +366,8 @@ def _integer_field(buf, p, q, f, i, fields, ubounds, lists, state, ints, st):
         u, code = parse_uint64(buf, p, q)
         if code == OK and (u < ubounds[f, 0] or u > ubounds[f, 1]):
             code = OUT_OF_RANGE
+        if code == OK:  # the enum holds uint64 values as their int64 bits, as ints does
+            code = check_int_enum(np.int64(u), lists, fields[f, F_INT_ENUM_FIRST], fields[f, F_INT_ENUM_LAST])
         if code != OK:
             _schema_fault(st, code, p, f)
             return

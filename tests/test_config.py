@@ -104,6 +104,32 @@ def test_min_greater_than_max_is_refused():
         engine.Parser(engine.load_config(BASE + "      a: {type: int64, min: 5, max: 1}\n").streams["events"])
 
 
+def _compile_error(fields: str) -> str:
+    with pytest.raises(ConfigError) as exc:
+        engine.Parser(engine.load_config(BASE + fields).streams["events"])
+    return str(exc.value)
+
+
+def test_text_bounds_are_read_as_values_are_and_checked_against_each_other():
+    # a timestamp[ns] bound keeps all nine fraction digits; past int64 nanoseconds it is
+    # named, not an overflow; min > max is caught when both are text too
+    msg = _compile_error("      t: {type: 'timestamp[ns]', min: '2300-01-01T00:00:00Z'}\n")
+    assert msg.startswith("streams.events.fields.t.min:") and "out of range" in msg
+    msg = _compile_error("      t: {type: 'timestamp[ms]', max: '20240101T000000Z'}\n")
+    assert msg.startswith("streams.events.fields.t.max: expected an RFC 3339 date-time")
+    msg = _compile_error("      d: {type: date32, min: '2024-02-30'}\n")
+    assert msg.startswith("streams.events.fields.d.min:") and "out of range" in msg
+    msg = _compile_error("      t: {type: 'timestamp[s]', min: '2024-01-02T00:00:00Z', max: '2024-01-01T00:00:00Z'}\n")
+    assert msg.startswith("streams.events.fields.t.min:") and "greater than max" in msg
+
+
+def test_integer_enum_values_must_fit_the_type():
+    msg = _error(BASE + "      x: {type: int8, enum: [1, 300]}\n")
+    assert "streams.events.fields.x.enum" in msg and "300 is outside the range of int8" in msg
+    msg = _error(BASE + "      x: {type: uint64, enum: [-1]}\n")
+    assert "streams.events.fields.x.enum" in msg and "-1 is outside the range of uint64" in msg
+
+
 def test_missing_file_and_bad_yaml():
     with pytest.raises(ConfigError, match="cannot read config"):
         engine.load_config(Path("/nonexistent/quiver.yaml"))

@@ -228,6 +228,63 @@ def test_too_large_messages_are_rejected():
     assert r.rejects.to_pylist()[0]["raw"] == big
 
 
+def _one_field_parser(fields: str) -> engine.Parser:
+    return engine.Parser(engine.load_config("streams:\n  s:\n    fields:\n" + fields).streams["s"])
+
+
+def _outcomes(parser: engine.Parser, *bodies: str) -> list:
+    """Each message's value of its one field, or its error code."""
+    out = []
+    for body in bodies:
+        r = one(parser, body)
+        col = r.batch.column(0)
+        if pa.types.is_timestamp(col.type):  # as ticks: datetime has no nanoseconds
+            col = col.cast(pa.int64())
+        out.append(r.rejects.column("error")[0].as_py() if r.rejected else col[0].as_py())
+    return out
+
+
+def test_uint64_enum_is_enforced_over_the_whole_range():
+    top = 2**64 - 1
+    p = _one_field_parser(f"      x: {{type: uint64, enum: [1, {top}]}}\n")
+    assert _outcomes(p, '{"x":1}', f'{{"x":{top}}}', '{"x":2}', f'{{"x":{top - 1}}}', '{"x":0}') == [
+        1,
+        top,
+        "not_in_enum",
+        "not_in_enum",
+        "not_in_enum",
+    ]
+
+
+def test_bounds_past_the_types_range_leave_nothing_to_accept():
+    # folded with the type's own range, such a bound admits no value; stored as written it
+    # would overflow the kernel's int64 tables
+    for fields in (
+        "      x: {type: int32, min: 99999999999999999999}\n",
+        "      x: {type: int64, max: -99999999999999999999}\n",
+        "      x: {type: uint64, min: 99999999999999999999}\n",
+        "      x: {type: 'timestamp[s]', max: -99999999999999999999}\n",
+    ):
+        assert _outcomes(_one_field_parser(fields), '{"x":0}', '{"x":5}') == ["out_of_range"] * 2, fields
+
+
+def test_nanosecond_text_bounds_keep_every_digit():
+    p = _one_field_parser(
+        "      t: {type: 'timestamp[ns]', min: '2024-01-01T00:00:00.000000500Z', max: '2024-01-01T00:00:00.000000999Z'}\n"
+    )
+    base = 1704067200 * 10**9
+    got = _outcomes(
+        p,
+        '{"t":"2024-01-01T00:00:00.000000400Z"}',
+        f'{{"t":{base + 499}}}',
+        '{"t":"2024-01-01T00:00:00.000000500Z"}',
+        '{"t":"2024-01-01T00:00:00.000000999Z"}',
+        f'{{"t":{base + 1000}}}',
+    )
+    assert got[:2] == ["out_of_range"] * 2 and got[4] == "out_of_range"
+    assert got[2:4] == [base + 500, base + 999]
+
+
 def test_many_messages_with_rejects_keep_input_order(all_types_parser):
     lines = [f'{{"req": {i}, "i8": {i % 200}}}' for i in range(20000)]
     r = all_types_parser.parse_ndjson("\n".join(lines).encode())
