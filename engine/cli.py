@@ -30,7 +30,11 @@ def default_config_text() -> str:
 
 
 def _load(path: str | None) -> Config:
-    return load_config(path) if path else load_config(default_config_text())
+    if path is None:
+        return load_config(default_config_text())
+    if not path:
+        raise ConfigError("-c: expected a config file path; got ''")
+    return load_config(Path(path))  # always a file here, whatever its name looks like
 
 
 def _pick_stream(cfg: Config, name: str | None) -> str:
@@ -44,8 +48,34 @@ def _pick_stream(cfg: Config, name: str | None) -> str:
 
 
 def _threads(cfg: Config) -> int | None:
-    t = cfg.kernels.threads
-    return None if t == "auto" else int(t)
+    import numba
+
+    return cfg.kernels.threads_here(numba.config.NUMBA_NUM_THREADS)
+
+
+def _check_outputs(inputs: list[str], output: str, rejects: str | None) -> None:
+    """Refuse outputs that would destroy an input or each other before anything is opened
+    (opening an output truncates it: converting a file onto itself would read nothing)."""
+    from engine.convert import output_format
+
+    outs = [("-o", output)] + ([("--rejects", rejects)] if rejects else [])
+    for _, out in outs:
+        output_format(out)
+    if rejects is not None and (rejects == output == "-" or _same_file(rejects, output)):
+        raise ConfigError(f"--rejects: {rejects!r} is also the output (-o); give each its own file")
+    for flag, out in outs:
+        for given in inputs:
+            if _same_file(out, given):
+                raise ConfigError(f"{flag}: {out!r} is also an input; the output would overwrite it")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if "-" in (a, b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where they would be
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -79,6 +109,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from engine.parser import Parser
     from engine.sample import sample_ndjson
 
+    _check_outputs(args.inputs, args.output, args.rejects)
     cfg = _load(args.config)
     stream = cfg.streams[_pick_stream(cfg, args.stream)]
     parser = Parser(stream, threads=_threads(cfg))
@@ -302,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"quiver: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"quiver: out of memory ({exc}); lower the config's batch.max_bytes or arenas", file=sys.stderr)
         return 1
 
 

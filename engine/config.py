@@ -37,6 +37,7 @@ def int_range(t: str) -> tuple[int, int]:
 FLOAT_TYPES = ("float32", "float64")
 SIMPLE_TYPES = (*INT_TYPES, *FLOAT_TYPES, "bool", "string", "binary", "json", "enum", "date32")
 TIME_UNITS = ("s", "ms", "us", "ns")
+_STREAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:,\s*tz=([A-Za-z0-9_+\-/:]+))?\]$")
 ALLOWED_TYPES_TEXT = ", ".join(SIMPLE_TYPES) + ", timestamp[s|ms|us|ns] or timestamp[UNIT, tz=ZONE]"
 
@@ -56,6 +57,7 @@ class _Model(BaseModel):
 
 
 Bound = int | float | str
+_I64_MAX = (1 << 63) - 1
 
 
 class FieldSpec(_Model):
@@ -66,8 +68,8 @@ class FieldSpec(_Model):
     nullable: bool | None = None  # default: not required
     min: Bound | None = None
     max: Bound | None = None
-    min_length: int | None = Field(default=None, ge=0)
-    max_length: int | None = Field(default=None, ge=0)
+    min_length: int | None = Field(default=None, ge=0, le=_I64_MAX)
+    max_length: int | None = Field(default=None, ge=0, le=_I64_MAX)
     enum: list[str | int] | None = Field(default=None, min_length=1)
 
     @field_validator("type")
@@ -99,6 +101,10 @@ class FieldSpec(_Model):
         elif t in FLOAT_TYPES:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
                 raise ValueError(f"expected a number bound for type {t}; got {v!r}")
+            try:
+                float(v)
+            except OverflowError:
+                raise ValueError(f"expected a bound within float64's range for type {t}; got {v!r}") from None
         elif parse_timestamp_type(t) or t == "date32":
             if isinstance(v, bool) or not isinstance(v, (int, str)):
                 raise ValueError(f"expected an integer or an RFC 3339 / YYYY-MM-DD text bound for type {t}; got {v!r}")
@@ -263,11 +269,20 @@ class ListenSpec(_Model):
     """A listener (served by `quiver serve`)."""
 
     kind: Literal["tcp", "http", "flight"]
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(ge=0, le=65535)
     stream: str | None = None
     framing: Literal["newline", "length_prefixed"] = "newline"
     tls: TlsSpec | None = None
+
+    @model_validator(mode="after")
+    def _tcp_only_keys(self) -> ListenSpec:
+        """A stream and a framing belong to a TCP listener; HTTP and Flight name the stream
+        in each request, so there they would be silently ignored."""
+        for key in ("stream", "framing"):
+            if self.kind != "tcp" and key in self.model_fields_set:
+                raise ValueError(f"{key} applies to tcp listeners only (an {self.kind} request names its stream)")
+        return self
 
 
 class AuthSpec(_Model):
@@ -281,6 +296,11 @@ class KernelSpec(_Model):
     """Kernel threads: ``auto`` uses every core Numba sees."""
 
     threads: int | Literal["auto"] = "auto"
+
+    def threads_here(self, available: int) -> int | None:
+        """Threads to use on a machine where Numba sees ``available`` cores (None: all).
+        A config may travel from a bigger machine: more threads than cores means all."""
+        return None if self.threads == "auto" else min(int(self.threads), available)
 
     @field_validator("threads")
     @classmethod
@@ -306,6 +326,14 @@ class Config(_Model):
     def _name_streams(cls, data: Any) -> Any:
         """Give each stream its name (the key it is declared under)."""
         if isinstance(data, dict) and isinstance(data.get("streams"), dict):
+            for k, s in data["streams"].items():
+                if isinstance(s, dict) and "name" in s:
+                    raise ValueError(f"streams.{k}.name: unknown key (a stream's name is the key it is declared under)")
+                if not isinstance(k, str) or not _STREAM_NAME.fullmatch(k):
+                    raise ValueError(
+                        f"streams: a stream name starts with a letter or _ and holds only letters, digits, _ and -; "
+                        f"got {k!r}"
+                    )
             streams = {k: ({**s, "name": k} if isinstance(s, dict) else s) for k, s in data["streams"].items()}
             data = {**data, "streams": streams}
         return data
@@ -333,9 +361,15 @@ class Config(_Model):
                     f"(arenas, and consumer_queue + 1 output batches of each topic), over the ceiling of "
                     f"{int(s.limits.max_stream_memory)}; lower arenas, batch or consumer_queue, or raise the ceiling"
                 )
+        bound: dict[tuple[str, int], int] = {}
         for k, listener in enumerate(self.listen):
             if listener.kind == "tcp" and listener.stream not in self.streams:
                 raise ValueError(f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}")
+            if listener.port and (listener.host, listener.port) in bound:
+                raise ValueError(
+                    f"listen.{k}.port: {listener.host}:{listener.port} is already taken by listen.{bound[listener.host, listener.port]}"
+                )
+            bound[listener.host, listener.port] = k
         return self
 
 
@@ -344,13 +378,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    written = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # YAML merge keys (<<: *base): merged pairs go first
+    merged = len(node.value) - written
     mapping = {}
-    for key_node, value_node in node.value:
+    for k, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
-        mapping[key] = loader.construct_object(value_node, deep=deep)
-    return mapping
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError(f"a {type(key).__name__} cannot be a mapping key (line {line})") from None
+        if k >= merged and key in mapping and mapping[key][1]:  # a merged value may be overridden
+            raise ConfigError(f"duplicate key {key!r} at line {line}")
+        mapping[key] = (loader.construct_object(value_node, deep=deep), k >= merged)
+    return {key: value for key, (value, _) in mapping.items()}
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -406,6 +448,10 @@ def load_config(source: str | os.PathLike[str]) -> Config:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"cannot read config {path}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            ) from None
         origin = str(path)
     else:
         text = str(source)
@@ -419,9 +465,17 @@ def load_config(source: str | os.PathLike[str]) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with a 'streams' key at the top level")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: invalid config\n{_format_errors(exc)}") from None
+    from engine.schema import compile_schema  # the rules that need the kernels' parsers
+
+    for stream in config.streams.values():
+        try:
+            compile_schema(stream)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: invalid config\n{exc}") from None
+    return config
 
 
 def _looks_like_path(s: str) -> bool:

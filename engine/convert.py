@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.arena import Arena
+from engine.config import ConfigError
 from engine.parser import Parser, Tally, as_uint8
 from kernels.framing import frame_lines
 
@@ -62,15 +63,26 @@ class _ParquetBatchWriter:
         self._writer.close()
 
 
-def open_batch_writer(path: str, schema: pa.Schema) -> BatchWriter:
-    """A writer chosen by suffix: .parquet, .arrows (IPC stream), else IPC file; '-' is an
-    IPC stream on stdout."""
+def output_format(path: str) -> str:
+    """``stdout``, ``parquet``, ``ipc-stream`` or ``ipc-file``, from an output's name; any
+    other name is refused (the format would be a guess)."""
     if path == "-":
-        return pa.ipc.new_stream(pa.PythonFile(sys.stdout.buffer, mode="w"), schema)
+        return "stdout"
+    formats = {".parquet": "parquet", ".arrows": "ipc-stream", ".arrow": "ipc-file"}
     suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
+    if suffix not in formats:
+        raise ConfigError(f"{path}: expected an output ending in .arrow, .arrows or .parquet, or - for stdout")
+    return formats[suffix]
+
+
+def open_batch_writer(path: str, schema: pa.Schema) -> BatchWriter:
+    """A writer for ``output_format(path)``; '-' is an IPC stream on stdout."""
+    kind = output_format(path)
+    if kind == "stdout":
+        return pa.ipc.new_stream(pa.PythonFile(sys.stdout.buffer, mode="w"), schema)
+    if kind == "parquet":
         return _ParquetBatchWriter(path, schema)
-    if suffix == ".arrows":
+    if kind == "ipc-stream":
         return pa.ipc.new_stream(path, schema)
     return pa.ipc.new_file(path, schema)
 

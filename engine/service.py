@@ -49,8 +49,7 @@ class Engine:
     def __init__(self, config: Config | str | os.PathLike[str], *, shutdown_timeout: float = 30.0) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.shutdown_timeout = shutdown_timeout
-        threads = self.config.kernels.threads
-        self.threads: int | None = None if threads == "auto" else min(int(threads), numba.config.NUMBA_NUM_THREADS)
+        self.threads: int | None = self.config.kernels.threads_here(numba.config.NUMBA_NUM_THREADS)
         self.streams: dict[str, Stream] = {}
         self.tcp: list[TcpListener] = []
         self.http: list[HttpListener] = []

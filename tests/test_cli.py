@@ -143,3 +143,36 @@ def test_convert_refuses_unknown_stream(small_config, tmp_path, capsys):
         == 2
     )
     assert "--stream: expected one of ['ev']" in capsys.readouterr().err
+
+
+def test_convert_refuses_outputs_that_would_destroy_inputs_or_each_other(small_config, tmp_path, capsys):
+    src = tmp_path / "in.arrow"  # NDJSON under a name an output could have
+    src.write_bytes(b'{"id": 1, "name": "a"}\n')
+    alias = tmp_path / "sub" / ".." / "in.arrow"
+    (tmp_path / "sub").mkdir()
+    cases = [
+        (["-o", str(alias)], "-o:", "is also an input"),
+        (["-o", str(tmp_path / "o.arrow"), "--rejects", str(src)], "--rejects:", "is also an input"),
+        (["-o", "-", "--rejects", "-"], "--rejects:", "is also the output"),
+        (["-o", str(tmp_path / "o.arrow"), "--rejects", str(tmp_path / "o.arrow")], "--rejects:", "also the output"),
+        (["-o", str(tmp_path / "o.csv")], "o.csv:", "expected an output ending in .arrow, .arrows or .parquet"),
+        (["-o", str(tmp_path / "o.arrow"), "--rejects", str(tmp_path / "r")], "/r:", "expected an output ending"),
+    ]
+    for extra, where, what in cases:
+        assert main(["convert", "-q", "-c", str(small_config), str(src), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert where in err and what in err, (extra, err)
+    assert src.read_bytes() == b'{"id": 1, "name": "a"}\n'  # untouched
+    assert not (tmp_path / "o.arrow").exists()  # refused before anything was opened
+
+
+def test_config_paths_are_files_whatever_their_name(tmp_path, capsys):
+    assert main(["check", "-c", str(tmp_path / "missing.conf")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    assert main(["check", "-c", ""]) == 2
+    assert "-c: expected a config file path" in capsys.readouterr().err
+    other = tmp_path / "quiver.conf"
+    other.write_text("streams:\n  ev:\n    fields: {a: {type: int64}}\nkernels: {threads: 4096}\n")
+    assert main(["check", "-c", str(other)]) == 0
+    # a config from a bigger machine: more kernel threads than cores means all of them
+    assert main(["convert", "-q", "-c", str(other), "--sample", "5", "-o", str(tmp_path / "x.arrow")]) == 0

@@ -100,14 +100,16 @@ def test_tcp_listener_must_name_a_stream():
 
 
 def test_min_greater_than_max_is_refused():
-    with pytest.raises(ConfigError, match="greater than max"):
-        engine.Parser(engine.load_config(BASE + "      a: {type: int64, min: 5, max: 1}\n").streams["events"])
+    assert "streams.events.fields.a.min: 5 is greater than max 1" in _error(
+        BASE + "      a: {type: int64, min: 5, max: 1}\n"
+    )
 
 
 def _compile_error(fields: str) -> str:
-    with pytest.raises(ConfigError) as exc:
-        engine.Parser(engine.load_config(BASE + fields).streams["events"])
-    return str(exc.value)
+    """The error load_config gives, from its line naming the key on."""
+    msg = _error(BASE + fields)
+    assert msg.startswith("<text>: invalid config\n")
+    return msg.split("\n", 1)[1]
 
 
 def test_text_bounds_are_read_as_values_are_and_checked_against_each_other():
@@ -184,3 +186,43 @@ def test_connection_limits_have_safe_defaults_and_are_checked():
     assert (limits.message_timeout_s, limits.max_header_bytes, limits.max_connections) == (30.0, 16 << 10, 10000)
     assert "limits.message_timeout_s" in _error(BASE + "      a: {type: int64}\nlimits: {message_timeout_s: 0}\n")
     assert "limits.max_header_bytes" in _error(BASE + "      a: {type: int64}\nlimits: {max_header_bytes: 10}\n")
+
+
+def test_config_files_that_are_not_utf8_or_use_odd_yaml_keys(tmp_path):
+    raw = tmp_path / "latin1.yaml"
+    raw.write_bytes(b"streams:\n  ev:\n    fields: {caf\xe9: {type: int64}}\n")
+    assert "not UTF-8 (byte 0xe9 at offset" in _error(raw)
+    assert "a list cannot be a mapping key (line 2)" in _error("streams:\n  ? [a]\n  : {fields: {a: {type: int64}}}\n")
+
+
+def test_yaml_merge_keys_work_and_explicit_keys_override_them():
+    cfg = engine.load_config(
+        BASE + "      a: &num {type: int64, min: 0}\n      b: {<<: *num, min: 5}\n      c: {<<: *num}\n"
+    )
+    f = cfg.streams["events"].fields
+    assert (f["b"].type, f["b"].min, f["c"].min) == ("int64", 5, 0)
+    assert "duplicate key 'min'" in _error(BASE + "      b: {<<: {type: int64}, min: 5, min: 6}\n")
+
+
+def test_stream_names_are_checked_where_they_are_written():
+    assert "a stream name starts with a letter" in _error("streams:\n  '':\n    fields: {a: {type: int64}}\n")
+    assert "streams.ev.name: unknown key" in _error("streams:\n  ev:\n    name: x\n    fields: {a: {type: int64}}\n")
+
+
+def test_listener_keys_that_only_tcp_uses_and_clashing_ports():
+    fields = BASE + "      a: {type: int64}\n"
+    msg = _error(fields + "listen:\n  - {kind: http, port: 0, stream: events}\n")
+    assert "listen.0" in msg and "stream applies to tcp listeners only" in msg
+    msg = _error(fields + "listen:\n  - {kind: flight, port: 0, framing: length_prefixed}\n")
+    assert "framing applies to tcp listeners only" in msg
+    msg = _error(fields + "listen:\n  - {kind: http, port: 8080}\n  - {kind: flight, port: 8080}\n")
+    assert "listen.1.port: 127.0.0.1:8080 is already taken by listen.0" in msg
+    assert "listen.0.host" in _error(fields + "listen:\n  - {kind: http, host: '', port: 0}\n")
+
+
+def test_numeric_rules_beyond_what_the_tables_hold_are_config_errors():
+    msg = _error(BASE + "      p: {type: float64, min: " + "9" * 400 + "}\n")
+    assert "streams.events.fields.p.min" in msg and "within float64's range" in msg
+    assert "streams.events.fields.s.max_length" in _error(
+        BASE + "      s: {type: string, max_length: " + "9" * 20 + "}\n"
+    )
