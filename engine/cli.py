@@ -115,6 +115,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     parser = Parser(stream, threads=_threads(cfg))
     parser.warm()  # so the summary's MB/s measures conversion, not kernel loading
     if args.sample is not None:
+        if args.sample < 1:
+            raise ConfigError(f"--sample: expected a number of messages (1 or more); got {args.sample}")
         if args.inputs:
             raise ConfigError("give input files or --sample N, not both")
         inputs = [io.BytesIO(sample_ndjson(stream, args.sample, seed=args.seed))]
@@ -168,6 +170,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.convert import open_batch_writer
     from engine.outputs.segments import SEQ_KEY, SegmentLog
 
+    for flag, seq in (("--from", args.from_seq), ("--to", args.to_seq)):
+        if seq is not None and seq < 0:
+            raise ConfigError(f"{flag}: expected a seq (0 or more); got {seq}")
+    if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
+        raise ConfigError(f"--from {args.from_seq} is after --to {args.to_seq}")
     cfg = _load(args.config)
     if cfg.data_dir is None:
         raise ConfigError("data_dir: the config keeps no segments (set a top-level data_dir)")

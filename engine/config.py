@@ -146,6 +146,8 @@ class FieldSpec(_Model):
     def _enum_type_has_values(self) -> FieldSpec:
         if self.type == "enum" and not self.enum:
             raise ValueError("type enum needs an 'enum' list of its values")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} is greater than max_length {self.max_length}")
         return self
 
     @property

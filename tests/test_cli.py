@@ -176,3 +176,15 @@ def test_config_paths_are_files_whatever_their_name(tmp_path, capsys):
     assert main(["check", "-c", str(other)]) == 0
     # a config from a bigger machine: more kernel threads than cores means all of them
     assert main(["convert", "-q", "-c", str(other), "--sample", "5", "-o", str(tmp_path / "x.arrow")]) == 0
+
+
+def test_nonsense_counts_and_ranges_are_usage_errors(small_config, tmp_path, capsys):
+    out = str(tmp_path / "x.arrow")
+    assert main(["convert", "-q", "-c", str(small_config), "--sample", "0", "-o", out]) == 2
+    assert "--sample: expected a number of messages" in capsys.readouterr().err
+    for flags, said in (
+        (["--from", "2", "--to", "1"], "--from 2 is after --to 1"),
+        (["--from", "-5"], "--from: expected a seq"),
+    ):
+        assert main(["export", "-c", str(small_config), "--stream", "ev", *flags, "-o", out]) == 2
+        assert said in capsys.readouterr().err

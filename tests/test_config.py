@@ -226,3 +226,8 @@ def test_numeric_rules_beyond_what_the_tables_hold_are_config_errors():
     assert "streams.events.fields.s.max_length" in _error(
         BASE + "      s: {type: string, max_length: " + "9" * 20 + "}\n"
     )
+
+
+def test_min_length_greater_than_max_length_is_refused():
+    msg = _error(BASE + "      s: {type: string, min_length: 5, max_length: 2}\n")
+    assert "streams.events.fields.s" in msg and "min_length 5 is greater than max_length 2" in msg
