@@ -24,8 +24,50 @@ from engine.config import BatchSpec
 #: How late the event loop's timers may fire; a linger flush is scheduled this much early.
 TIMER_SLACK_S = 0.001
 #: A window whose first message is read this soon after the event loop was held by a
-#: batch parsed on it is dated from the start of that hold (see ``Batcher.loop_held``).
+#: batch parsed on it is dated from the start of that hold (see ``LoopHolds``).
 HOLD_GRACE_S = 0.001
+#: The share of the event loop's time that batches parsed on it may take, and the burst
+#: beyond that share it tolerates before further batches go to a worker thread again.
+HOLD_SHARE = 0.1
+HOLD_BURST_S = 0.005
+
+
+class LoopHolds:
+    """The times the event loop was held by a batch parsed on it (one loop per process,
+    shared by every stream, so one record for all of them).
+
+    Two uses. Data that arrived during a hold waited in its socket, unread: a window
+    opened by a read right after the hold is dated from its start, so linger_ms bounds a
+    message's whole wait, not just the part in the arena (else every window opened behind
+    a hold would close that much late, and those first messages are a stream's oldest).
+    And holds are a budget: a leaky bucket that drains at HOLD_SHARE seconds per second. A
+    stream whose small batches come so fast (a short linger_ms at a high rate) that
+    parsing them would take more than that share of the loop has them parsed on a worker
+    thread, where they do not stop the loop from reading.
+    """
+
+    def __init__(self) -> None:
+        self.start = -math.inf
+        self.end = -math.inf
+        self._debt = 0.0  # hold time not yet drained, as of self.end
+
+    def held(self, start: float, end: float) -> None:
+        self._debt = self._owed(start) + (end - start)
+        self.start, self.end = start, end
+
+    def window_start(self, now: float) -> float:
+        """When a window opened by a read at ``now`` began."""
+        return self.start if now - self.end <= HOLD_GRACE_S else now
+
+    def has_room(self, now: float) -> bool:
+        """Whether another batch may be parsed on the loop now."""
+        return self._owed(now) < HOLD_BURST_S
+
+    def _owed(self, now: float) -> float:
+        return max(0.0, self._debt - HOLD_SHARE * max(0.0, now - self.end))
+
+
+LOOP_HOLDS = LoopHolds()
 
 
 class StreamClosed(RuntimeError):
@@ -96,24 +138,6 @@ class Receipt:
 class Batcher:
     """Fills one stream's arenas with whole messages and flushes them as batches."""
 
-    # when the event loop (one per process, shared by every stream) was last held by a
-    # batch parsed on it: data that arrived meanwhile waited in the socket, unread
-    _held_from = -math.inf
-    _held_to = -math.inf
-
-    @classmethod
-    def loop_held(cls, start: float, end: float) -> None:
-        """The event loop read nothing from ``start`` to ``end`` (loop time). A window
-        opened by a read right after that is dated from ``start``: its first message may
-        have waited in the socket all along, and linger_ms bounds its whole wait, not just
-        the part spent in the arena (else a window opened behind every hold would close
-        that much late, and those first messages are a stream's oldest)."""
-        cls._held_from, cls._held_to = start, end
-
-    @classmethod
-    def _window_start(cls, now: float) -> float:
-        return cls._held_from if now - cls._held_to <= HOLD_GRACE_S else now
-
     def __init__(self, pool: ArenaPool, spec: BatchSpec, flushed: MemoryObjectSendStream[Arena]) -> None:
         self._pool = pool
         self._max_messages = spec.max_messages
@@ -167,7 +191,7 @@ class Batcher:
             self._current = arena
             self._generation += 1
         if arena.used == 0:
-            arena.opened_at = self._window_start(anyio.current_time())
+            arena.opened_at = LOOP_HOLDS.window_start(anyio.current_time())
             self._armed.set()
         arena.add_messages(parts, kind, count, owner)
         if owner is not None:

@@ -9,8 +9,9 @@ the worker parses is worth more. A smaller arena flushed by linger_ms, the batch
 steady stream, is parsed on the loop's own thread: handing it to a worker and back cost
 more than its parse (at 50k msgs/s, 1.0 ms of end-to-end latency at p99, and the worker's
 caches are cold every time), and the loop is held for about a millisecond. Reads held
-up meanwhile date their window from the start of the hold (``Batcher.loop_held``), so
-linger_ms still bounds how long a message waits. The arena returns to its pool as soon as
+up meanwhile date their window from the start of the hold, so linger_ms still bounds how
+long a message waits; and when such batches would take more than a tenth of the loop's
+time (a short linger_ms at a high rate) they go to a worker too (``LoopHolds``). The arena returns to its pool as soon as
 it is parsed: no output batch points into it (values are copied out by the gather
 kernels).
 
@@ -42,7 +43,7 @@ import pyarrow as pa
 
 from engine.arena import FRAMES, LINES, Arena, ArenaPool
 from engine.arrow import DEAD_LETTER_SCHEMA
-from engine.batcher import Batcher
+from engine.batcher import LOOP_HOLDS
 from engine.outputs.hub import Topic
 from engine.outputs.segments import LogError, seq_of
 from engine.parser import Parser, ParseResult, Tally, as_uint8
@@ -268,11 +269,11 @@ class Pipeline:
         t0 = anyio.current_time()
         opened, flushed = arena.opened_at, arena.flushed_at
         try:
-            if arena.lingered and arena.used < INLINE_BYTES:
+            if arena.lingered and arena.used < INLINE_BYTES and LOOP_HOLDS.has_room(t0):
                 async with self._slot:
                     held = anyio.current_time()
                     out = self._parse(arena, first_index, base)
-                    Batcher.loop_held(held, anyio.current_time())
+                    LOOP_HOLDS.held(held, anyio.current_time())
             else:
                 out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
         finally:

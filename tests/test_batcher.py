@@ -5,8 +5,19 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from engine import batcher as batcher_module
 from engine.arena import LINES, ArenaPool
-from engine.batcher import HOLD_GRACE_S, TIMER_SLACK_S, Batcher, Outbox, Receipt, StreamClosed
+from engine.batcher import (
+    HOLD_BURST_S,
+    HOLD_GRACE_S,
+    HOLD_SHARE,
+    TIMER_SLACK_S,
+    Batcher,
+    LoopHolds,
+    Outbox,
+    Receipt,
+    StreamClosed,
+)
 from engine.config import BatchSpec
 
 pytestmark = pytest.mark.anyio
@@ -58,11 +69,11 @@ async def test_a_window_opened_behind_a_loop_hold_dates_from_the_hold(monkeypatc
     # a batch parsed on the event loop held every read: the first message read after it
     # may have waited in its socket all along, so its window closes linger_ms after the
     # hold began, not linger_ms after the read
-    monkeypatch.setattr(Batcher, "_held_from", Batcher._held_from)
-    monkeypatch.setattr(Batcher, "_held_to", Batcher._held_to)
+    holds = LoopHolds()
+    monkeypatch.setattr(batcher_module, "LOOP_HOLDS", holds)
     pool, batcher, flushed = _batcher(max_messages=1)
     now = anyio.current_time()
-    Batcher.loop_held(now - 0.004, now)
+    holds.held(now - 0.004, now)
     await batcher.add((MSG,), LINES, 1)
     arena = flushed.receive_nowait()
     assert arena.opened_at == now - 0.004
@@ -70,6 +81,26 @@ async def test_a_window_opened_behind_a_loop_hold_dates_from_the_hold(monkeypatc
     await anyio.sleep(2 * HOLD_GRACE_S)  # read later: the hold did not delay it
     await batcher.add((MSG,), LINES, 1)
     assert flushed.receive_nowait().opened_at >= now + 2 * HOLD_GRACE_S
+
+
+def test_loop_holds_are_a_budget_of_a_share_of_the_loop():
+    holds = LoopHolds()
+    t = 100.0
+    assert holds.has_room(t)
+    # holds of 1 ms every 20 ms (5% of the loop) never run out of room
+    for _ in range(200):
+        holds.held(t, t + 0.001)
+        t += 0.020
+        assert holds.has_room(t)
+    # holds of 0.5 ms every 1 ms (50%) do, after a burst of HOLD_BURST_S
+    taken = 0
+    while holds.has_room(t):
+        holds.held(t, t + 0.0005)
+        t += 0.001
+        taken += 1
+    assert HOLD_BURST_S / 0.0005 <= taken <= 2 * HOLD_BURST_S / 0.0005 / (1 - 2 * HOLD_SHARE)
+    # and it comes back once the loop has had its share of rest
+    assert holds.has_room(t + HOLD_BURST_S / HOLD_SHARE + 0.001)
 
 
 async def test_appends_wait_while_every_arena_is_busy():
