@@ -342,10 +342,11 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _resolve(self) -> Config:
-        """Streams without their own limits take the config's."""
+        """Streams take the config's limits, but for the keys their own ``limits`` set."""
         for name, s in self.streams.items():
-            if s.limits is None:
-                object.__setattr__(s, "limits", self.limits)
+            # key by key: a stream that sets only max_depth keeps the config's other limits
+            written = {} if s.limits is None else {k: getattr(s.limits, k) for k in s.limits.model_fields_set}
+            object.__setattr__(s, "limits", self.limits.model_copy(update=written))
             stored = {"durability", "segments", "retention"} & s.model_fields_set
             if self.data_dir is None and stored:
                 key = sorted(stored)[0]

@@ -31,8 +31,9 @@ documented choices (kernels/temporal.py, kernels/numeric.py, kernels/strings.py)
 * ``uint64`` accepts 0..2**64-1; a negative literal other than ``-0`` is ``out_of_range``, a
   larger one ``int_overflow``.
 * ``binary`` is ``base64.b64decode(text, validate=True)`` of the decoded JSON string, whose
-  length must be a multiple of 4 (RFC 4648 padded form; Python alone would also take
-  ``"QUJD="``); non-zero pad bits are tolerated; anything refused is ``type_mismatch``.
+  length must be a multiple of 4 with at most two ``=`` (RFC 4648 padded form; Python alone
+  would also take ``"QUJD="`` and ``"QUJD===="``); non-zero pad bits are tolerated; anything
+  refused is ``type_mismatch``.
 * ``float32`` that rounds to infinity is ``out_of_range``.
 * ``binary`` ``min_length``/``max_length`` count decoded bytes; ``min``/``max`` of dates and
   timestamps may be written as text; ``enum`` on an integer field lists allowed values.
@@ -551,7 +552,7 @@ class RefSchema:
         doc = yaml.safe_load(text)
         streams = doc["streams"]
         name = stream if stream is not None else next(iter(streams))
-        return cls.from_dict(streams[name], doc.get("limits") or {})
+        return cls.from_dict(streams[name], {**(doc.get("limits") or {}), **(streams[name].get("limits") or {})})
 
     @classmethod
     def from_dict(cls, stream: dict, limits: dict | None = None) -> RefSchema:
@@ -753,8 +754,8 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
             raise ReferenceReject("not_in_enum")
         return s
     if t == "binary":
-        if len(s) % 4:  # RFC 4648 padded form; b64decode alone also takes "QUJD="
-            raise ReferenceReject("type_mismatch")
+        if len(s) % 4 or len(s) - len(s.rstrip("=")) > 2:  # RFC 4648 padded form; b64decode
+            raise ReferenceReject("type_mismatch")  # alone also takes "QUJD=" and "QUJD===="
         try:
             data = base64.b64decode(s.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -834,7 +835,8 @@ def as_schema(config: Any) -> RefSchema:
     if isinstance(config, dict):
         if "streams" in config:
             name = next(iter(config["streams"]))
-            return RefSchema.from_dict(config["streams"][name], config.get("limits"))
+            stream = config["streams"][name]
+            return RefSchema.from_dict(stream, {**(config.get("limits") or {}), **(stream.get("limits") or {})})
         return RefSchema.from_dict(config)
     raise TypeError(f"cannot build a reference schema from {type(config).__name__}")
 

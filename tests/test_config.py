@@ -142,10 +142,13 @@ def test_missing_file_and_bad_yaml():
 def test_stream_limits_override_the_global_ones():
     cfg = engine.load_config(
         BASE
-        + "      a: {type: int64}\n    limits: {max_depth: 3}\n  other:\n    fields: {b: {type: bool}}\nlimits: {max_depth: 9}\n"
+        + "      a: {type: int64}\n    limits: {max_depth: 3}\n  other:\n    fields: {b: {type: bool}}\n"
+        + "limits: {max_depth: 9, max_message_bytes: 2MiB}\n"
     )
     assert cfg.streams["events"].limits.max_depth == 3
     assert cfg.streams["other"].limits.max_depth == 9
+    # key by key: what the stream does not set comes from the config's limits, not defaults
+    assert int(cfg.streams["events"].limits.max_message_bytes) == 2 << 20
 
 
 def test_arrow_types_are_exactly_the_declared_ones(all_types_parser):

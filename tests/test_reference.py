@@ -108,6 +108,7 @@ JUDGE_CASES = [
     (b'{"r":1,"bin":"QUJD"}', {"bin": b"ABC"}),
     (b'{"r":1,"bin":"QUJ"}', "type_mismatch"),
     (b'{"r":1,"bin":"QUJD="}', "type_mismatch"),
+    (b'{"r":1,"bin":"QUJD===="}', "type_mismatch"),
     (b'{"r":1,"bin":"QR=="}', {"bin": b"A"}),
     (b'{"r":1,"bin":"QU\\/D"}', {"bin": base64.b64decode("QU/D")}),
     (b'{"r":1,"d":"2024-02-29"}', {"d": days_from_civil(2024, 2, 29)}),
@@ -169,6 +170,19 @@ streams:
     assert judge(schema, b'{"b":"QUI="}').row["b"] == b"AB"
     assert judge(schema, b'{"k":7}').row["k"] == 7
     assert judge(schema, b'{"k":2}').code == "not_in_enum"
+
+
+def test_stream_limits_override_the_configs_key_by_key():
+    schema = RefSchema.from_yaml(
+        """
+streams:
+  x:
+    fields: {u: {type: int64}}
+    limits: {max_depth: 5}
+limits: {max_depth: 3, max_message_bytes: 8MiB}
+"""
+    )
+    assert (schema.max_depth, schema.max_message_bytes) == (5, 8 << 20)
 
 
 def test_schema_first_fault_in_document_order_and_field():
