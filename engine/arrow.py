@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from engine import buffers
 from engine.schema import Column, CompiledSchema
 from kernels import tables as tb
-from kernels.errors import ERROR_NAMES, UNKNOWN_KEY
+from kernels.errors import ERROR_NAMES, TOO_LARGE, UNKNOWN_KEY
 from kernels.gather import COLUMN_TOO_LARGE, COPY_RAW, COPY_STRING, INT32_MAX, gather, gather_columns
 
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -169,11 +169,15 @@ def build_rejects(
     rows: np.ndarray,
     base: int,
     first_index: int = 0,
+    max_message_bytes: int | None = None,
 ) -> pa.RecordBatch:
     """The dead-letter batch of the rejected messages ``rows``.
 
     ``base`` is the buffer position of the input's first byte, so offsets are relative to
     what the caller passed; ``first_index`` numbers messages across a stream's batches.
+    A too_large message's ``raw`` is its first ``max_message_bytes + 1`` bytes: all the
+    service can keep of a line that spans reads, so the same everywhere, and a dead letter
+    never holds more than a message may.
     """
     m = len(rows)
     if m == 0:
@@ -195,7 +199,13 @@ def build_rejects(
         field = pc.if_else(pa.array(unknown), keys, known)
     else:
         field = known
-    raw_offsets, raw_data = gather_spans(buf, starts, ends, ends[rows] - starts[rows], rows, COPY_RAW)
+    raw_ends = ends
+    too_large = codes == TOO_LARGE
+    if max_message_bytes is not None and too_large.any():
+        raw_ends = ends.copy()
+        big = rows[too_large]
+        raw_ends[big] = np.minimum(ends[big], starts[big] + max_message_bytes + 1)
+    raw_offsets, raw_data = gather_spans(buf, starts, raw_ends, raw_ends[rows] - starts[rows], rows, COPY_RAW)
     return pa.RecordBatch.from_arrays(
         [
             pa.array(rows + first_index, pa.int64()),

@@ -300,7 +300,9 @@ class Parser:
         n = len(starts)
         rows = None if len(rejected) == 0 else np.flatnonzero(codes == OK)
         batch = build_batch(self.compiled, cols, buf, rows, n - len(rejected))
-        rejects = build_rejects(self.compiled, cols, buf, starts, ends, rejected, base, first_index)
+        rejects = build_rejects(
+            self.compiled, cols, buf, starts, ends, rejected, base, first_index, self.max_message_bytes
+        )
         counts = np.bincount(codes[rejected], minlength=len(ERROR_NAMES))
         error_counts = {ERROR_NAMES[k]: int(c) for k, c in enumerate(counts) if c}
         return ParseResult(batch, rejects, blank, error_counts)

@@ -225,7 +225,7 @@ def test_too_large_messages_are_rejected():
     big = b'{"a": "' + b"x" * 100 + b'"}'
     r = p.parse_ndjson(b'{"a": "ok"}\n' + big + b"\n")
     assert r.accepted == 1 and r.rejects.to_pylist()[0]["error"] == "too_large"
-    assert r.rejects.to_pylist()[0]["raw"] == big
+    assert r.rejects.to_pylist()[0]["raw"] == big[:65]  # max_message_bytes + 1, as the service keeps
 
 
 def _one_field_parser(fields: str) -> engine.Parser:
