@@ -39,6 +39,7 @@ class Region:
     end: int
     kind: int
     owner: Any = None
+    gap: int = 0  # input bytes skipped just before this region (the rest of an oversize message)
 
 
 class Arena:
@@ -75,8 +76,9 @@ class Arena:
         self.used += n
         return n
 
-    def add_messages(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
-        """Copy ``parts`` (which together hold ``count`` whole messages) as one region.
+    def add_messages(self, parts: tuple, kind: int, count: int, owner: Any = None, gap: int = 0) -> None:
+        """Copy ``parts`` (which together hold ``count`` whole messages) as one region,
+        ``gap`` input bytes after what came before it from the same producer.
 
         The caller has checked ``room()``: a short copy here would split a message.
         """
@@ -85,11 +87,22 @@ class Arena:
             if len(part):
                 self.append(part)
         last = self.regions[-1] if self.regions else None
-        if last is not None and owner is None and last.owner is None and last.kind == kind and last.end == start:
+        if (
+            last is not None
+            and owner is None
+            and last.owner is None
+            and last.kind == kind
+            and last.end == start
+            and not gap
+        ):
             last.end = self.used
         else:
-            self.regions.append(Region(start, self.used, kind, owner))
+            self.regions.append(Region(start, self.used, kind, owner, gap))
         self.messages += count
+
+    def skipped(self) -> int:
+        """Input bytes skipped inside this arena's regions (their gaps, in total)."""
+        return sum(r.gap for r in self.regions)
 
     def keep_tail(self, consumed: int) -> None:
         """Drop the first ``consumed`` bytes (parsed), moving the rest to the front."""

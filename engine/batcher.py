@@ -171,7 +171,7 @@ class Batcher:
         """True when no arena is free: the pipeline is behind, new work would only wait."""
         return self._pool.available == 0 and (self._current is None or self._current.used >= self._max_bytes)
 
-    def add_nowait(self, parts: tuple, kind: int, count: int, owner: Any = None) -> bool:
+    def add_nowait(self, parts: tuple, kind: int, count: int, owner: Any = None, gap: int = 0) -> bool:
         """Copy ``parts`` (``count`` whole messages of framing ``kind``) into the current
         arena, or a free one, if that needs no wait; False (nothing taken) if it would."""
         if self._closed:
@@ -193,16 +193,16 @@ class Batcher:
         if arena.used == 0:
             arena.opened_at = LOOP_HOLDS.window_start(anyio.current_time())
             self._armed.set()
-        arena.add_messages(parts, kind, count, owner)
+        arena.add_messages(parts, kind, count, owner, gap)
         if owner is not None:
             owner.add_region()
         if arena.messages >= self._max_messages or arena.used >= self._max_bytes or self._linger == 0:
             self.flush()
         return True
 
-    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None) -> None:
+    async def add(self, parts: tuple, kind: int, count: int, owner: Any = None, gap: int = 0) -> None:
         """``add_nowait``, waiting for a free arena when none is (backpressure)."""
-        while not self.add_nowait(parts, kind, count, owner):
+        while not self.add_nowait(parts, kind, count, owner, gap):
             async with self._acquiring:
                 if self._current is None and not self._closed:
                     if self._pool.available == 0:  # producers are held back from now on
@@ -270,30 +270,31 @@ class Outbox:
     def __init__(self, batcher: Batcher, owner: Any = None) -> None:
         self._batcher = batcher
         self._owner = owner
-        self._waiting: deque[tuple[tuple, int, int]] = deque()
+        self._waiting: deque[tuple[tuple, int, int, int]] = deque()
 
     @property
     def blocked(self) -> bool:
         """Messages are waiting for a free arena: stop reading until ``drain`` returns."""
         return bool(self._waiting)
 
-    def put(self, parts: tuple, kind: int, count: int) -> None:
+    def put(self, parts: tuple, kind: int, count: int, gap: int = 0) -> None:
         """Take ``count`` whole messages of framing ``kind``, the concatenation of ``parts``
-        (which may view a buffer the caller reuses after this returns)."""
-        if not self._waiting and self._batcher.add_nowait(parts, kind, count, self._owner):
+        (which may view a buffer the caller reuses after this returns), which came ``gap``
+        skipped input bytes after the previous ones."""
+        if not self._waiting and self._batcher.add_nowait(parts, kind, count, self._owner, gap):
             return
-        self._waiting.append((tuple(bytes(p) for p in parts), kind, count))
+        self._waiting.append((tuple(bytes(p) for p in parts), kind, count, gap))
 
     async def drain(self) -> None:
         """Wait until everything put so far is in an arena."""
         while self._waiting:
-            parts, kind, count = self._waiting[0]
-            await self._batcher.add(parts, kind, count, self._owner)
+            parts, kind, count, gap = self._waiting[0]
+            await self._batcher.add(parts, kind, count, self._owner, gap)
             self._waiting.popleft()
 
     def clear(self) -> int:
         """The producer is gone (or the stream closed): drop what waits; returns how many
         messages that was."""
-        dropped = sum(count for _, _, count in self._waiting)
+        dropped = sum(count for _, _, count, _ in self._waiting)
         self._waiting.clear()
         return dropped

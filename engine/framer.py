@@ -8,9 +8,10 @@ boundaries with one vectorised newline mask or, for length-prefixed frames, a fr
 (one serial kernel call per read): there is no per-message Python work.
 
 A message longer than ``max_message_bytes`` is never buffered whole: once a prefix longer
-than the limit has arrived, that prefix goes to the sink as a (length-prefixed) message
-the kernels reject as ``too_large``, so the dead letter shows how it began, and the rest
-is skipped.
+than the limit has arrived, that prefix goes to the sink as a message the kernels reject
+as ``too_large``, so the dead letter shows how it began, and the rest is skipped. How
+many input bytes were skipped goes with the framer's next append (its ``gap``), so that
+dead-letter offsets and byte counts still count the input, not just what was kept.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ class PartialBudget:
 
 
 class MessageSink(Protocol):
-    def put(self, parts: tuple, kind: int, count: int) -> None:
+    def put(self, parts: tuple, kind: int, count: int, gap: int = 0) -> None:
         """Take ``count`` whole messages of framing ``kind``: the concatenation of ``parts``,
-        which may view a buffer the framer's caller reuses once ``feed`` returns."""
+        which may view a buffer the framer's caller reuses once ``feed`` returns. They came
+        ``gap`` skipped input bytes after what the last call took."""
 
 
 class LineFramer:
@@ -70,7 +72,13 @@ class LineFramer:
         self._max = max_message_bytes
         self._carry = bytearray()
         self._skipping = False  # inside an oversize line: drop bytes up to its LF
+        self._gap = 0  # input bytes skipped since the last append
         self.handed = 0  # messages handed to the sink so far
+
+    def _put(self, parts: tuple, count: int) -> None:
+        self.sink.put(parts, LINES, count, self._gap)
+        self._gap = 0
+        self.handed += count
 
     @property
     def pending_bytes(self) -> int:
@@ -89,29 +97,33 @@ class LineFramer:
     def _feed(self, chunk: memoryview) -> None:
         first, last, lines = scan_lines(_readonly(chunk), 0, len(chunk), self._skipping)
         if first < 0:
+            self._gap += len(chunk)
             return  # still inside the oversize line
-        self._skipping = False
+        if self._skipping:
+            self._gap += first - 1  # to its LF, which the LF appended after its prefix stands for
+            self._skipping = False
         if not lines:
             self._carry += chunk[first:]
         else:
-            self.sink.put((self._carry, chunk[first : last + 1]), LINES, lines)
-            self.handed += lines
+            self._put((self._carry, chunk[first : last + 1]), lines)
             self._carry.clear()
             self._carry += chunk[last + 1 :]
-        if len(self._carry) >= self._max + 2:
-            # max + 2 bytes without an LF: even after a CR is trimmed the line is too large.
-            # Its first max + 1 bytes go on as one length-prefixed message, so the kernels
-            # reject it as too_large even when those bytes are all blanks.
-            prefix = bytes(self._carry[: self._max + 1])
+        keep = self._max + 2
+        if len(self._carry) >= keep:
+            # max + 2 bytes without an LF: even after a CR is trimmed the line is too large,
+            # so its first max + 2 bytes and an LF go on as a line the kernels reject as
+            # too_large (a line that long is a message even when blank), and its dead
+            # letter keeps the first max + 1 bytes, as it does of any too_large message
+            skipped = len(self._carry) - keep
+            self._put((self._carry[:keep], b"\n"), 1)
+            self._gap = skipped
             self._carry = bytearray()
             self._skipping = True
-            self.sink.put(((self._max + 1).to_bytes(4, "big"), prefix), FRAMES, 1)
-            self.handed += 1
 
     def finish(self) -> None:
         """The producer is done: its unterminated last line, if any, is a message."""
         if self._carry and not self._skipping:
-            self.sink.put((self._carry, b"\n"), LINES, 1)
+            self._put((self._carry, b"\n"), 1)
         self._carry.clear()
 
     def discard(self) -> int:
@@ -130,7 +142,13 @@ class FrameFramer:
         self._max = max_message_bytes
         self._carry = bytearray()  # the frame being completed, header first
         self._skip = 0  # body bytes of an oversize frame still to drop
+        self._gap = 0  # input bytes skipped since the last append
         self.handed = 0  # messages handed to the sink so far
+
+    def _put(self, parts: tuple, count: int) -> None:
+        self.sink.put(parts, FRAMES, count, self._gap)
+        self._gap = 0
+        self.handed += count
 
     @property
     def pending_bytes(self) -> int:
@@ -161,8 +179,7 @@ class FrameFramer:
                     buf = _readonly(view)
                 stop, count = scan_length_prefixed(buf, pos, n, self._max)
                 if count:
-                    self.sink.put((view[pos:stop],), FRAMES, count)
-                    self.handed += count
+                    self._put((view[pos:stop],), count)
                 pos = stop
                 if pos < n:
                     pos = self._complete(view, pos)
@@ -186,14 +203,14 @@ class FrameFramer:
             carry[:4] = keep.to_bytes(4, "big")
             self._carry = bytearray()
             self._skip = length - keep
-            self.sink.put((carry,), FRAMES, 1)
-            self.handed += 1
+            self._put((carry,), 1)
+            self._gap = length - keep  # skipped from here on: its place in the input
         return pos
 
     def finish(self) -> None:
         if self._carry:
             # a truncated frame: re-framed whole (its own header becomes its first bytes)
-            self.sink.put((len(self._carry).to_bytes(4, "big"), self._carry), FRAMES, 1)
+            self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1)
         self._carry.clear()
         self._skip = 0
 

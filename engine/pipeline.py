@@ -339,7 +339,7 @@ class Pipeline:
             )
             if parsed is not None:
                 result, records = parsed
-                return self._arena_result([result], records, first_index, arena.used)
+                return self._arena_result([result], records, first_index, arena, base)
         starts, ends, records, blank = self._frame(buf, arena)
         results = []
         n = len(starts)
@@ -349,14 +349,32 @@ class Pipeline:
                 buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, base=-base, first_index=first_index + lo
             )
             results.append(r)
-        return self._arena_result(results, records, first_index, arena.used)
+        return self._arena_result(results, records, first_index, arena, base)
 
     def _arena_result(
-        self, results: list[ParseResult], records: np.ndarray, first_index: int, nbytes: int
+        self, results: list[ParseResult], records: np.ndarray, first_index: int, arena: Arena, base: int
     ) -> ArenaResult:
+        skipped = arena.skipped()
+        if skipped:
+            results = [self._input_offsets(r, arena, base) for r in results]
         rejects = pa.Table.from_batches([r.rejects for r in results if r.rejected], schema=self.parser.rejects_schema)
         rejected_index = rejects.column("index").to_numpy() - first_index if rejects.num_rows else np.empty(0, np.int64)
-        return ArenaResult(results, records, rejected_index, rejects, first_index, nbytes)
+        return ArenaResult(results, records, rejected_index, rejects, first_index, arena.used + skipped)
+
+    @staticmethod
+    def _input_offsets(result: ParseResult, arena: Arena, base: int) -> ParseResult:
+        """Dead-letter offsets that count the input bytes framers skipped (the rest of an
+        oversize message) before each message, not just the bytes the arena kept."""
+        if not result.rejected:
+            return result
+        rejects = result.rejects
+        at = rejects.column("offset").to_numpy() - base  # arena positions
+        starts = np.array([r.start for r in arena.regions], np.int64)
+        gaps = np.cumsum([r.gap for r in arena.regions])
+        shift = gaps[np.maximum(np.searchsorted(starts, at, side="right") - 1, 0)]
+        i = rejects.schema.get_field_index("offset")
+        result.rejects = rejects.set_column(i, rejects.schema.field(i), pa.array(at + base + shift, pa.int64()))
+        return result
 
     @staticmethod
     def _all_lines(arena: Arena) -> bool:

@@ -19,9 +19,11 @@ class Sink:
 
     def __init__(self) -> None:
         self.appends: list[tuple[bytes, int, int]] = []
+        self.gaps: list[int] = []  # each append's gap: input bytes skipped before it
 
-    def put(self, parts, kind, count):
+    def put(self, parts, kind, count, gap=0):
         self.appends.append((b"".join(bytes(p) for p in parts), kind, count))
+        self.gaps.append(gap)
 
     def data(self) -> bytes:
         return b"".join(d for d, _, _ in self.appends)
@@ -117,8 +119,11 @@ def test_oversize_line_keeps_a_prefix_and_skips_to_its_end():
     framer.finish()
     first, prefix, last = sink.appends
     assert first == (b'{"ok":1}\n', LINES, 1) and last == (b'{"ok":2}\n', LINES, 1)
-    # the first max + 1 bytes, as one length-prefixed message: rejected as too_large
-    assert prefix == ((17).to_bytes(4, "big") + (b'{"big":"' + b"x" * 30)[:17], FRAMES, 1)
+    # the first max + 2 bytes as one line: too_large even if a CR were trimmed
+    assert prefix == ((b'{"big":"' + b"x" * 30)[:18] + b"\n", LINES, 1)
+    # the rest of the big line, but for the LF its prefix got, is the next append's gap
+    big_line = b'{"big":"' + b"x" * 30 + b"y" * 5000 + b'zz"}'
+    assert sink.gaps == [0, 0, len(big_line) - 18]
 
 
 @pytest.mark.parametrize("line", [b"abcd\r\r", b" " * 10])
@@ -129,7 +134,7 @@ def test_oversize_needs_max_plus_two_bytes_and_survives_blanks(line):
     assert sink.appends == []
     framer.feed(line[5:])
     framer.finish()
-    assert sink.appends == [((5).to_bytes(4, "big") + line[:5], FRAMES, 1)]
+    assert sink.appends == [(line[:6] + b"\n", LINES, 1)]
 
 
 def test_long_input_is_appended_in_bounded_pieces():
@@ -181,6 +186,7 @@ def test_oversize_frame_keeps_max_plus_one_bytes_then_resyncs(step):
     s, e, consumed = frame_length_prefixed(out, 0, len(out))
     assert consumed == len(out)
     assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"first", big[:11], b"after"]
+    assert sum(sink.gaps) == len(big) - 11 and sink.gaps[-1] == len(big) - 11  # before "after"
 
 
 def test_truncated_frame_at_the_end_is_one_message_with_its_header():

@@ -87,6 +87,29 @@ async def test_oversize_line_is_rejected_without_losing_its_neighbours(config):
     assert column(rejects, "raw") == [big[: 4096 + 1]]
 
 
+@pytest.mark.parametrize("framing", ["newline", "length_prefixed"])
+@pytest.mark.parametrize("pieces", [1, 61])
+async def test_dead_letter_offsets_count_the_skipped_rest_of_an_oversize_message(config, framing, pieces):
+    # the rest of an oversize message never reaches an arena, but it was input: offsets of
+    # later dead letters, and the bytes counted, are the same however the reads fell
+    msgs = [message(1), b'{"seq":5,"name":"' + b"y" * 100_000 + b'"}', b'{"seq":2,', message(3), b"{}"]
+    if framing == "newline":
+        data = b"".join(m + b"\n" for m in msgs)
+        where = [sum(len(m) + 1 for m in msgs[:k]) for k in range(len(msgs))]
+    else:
+        data = b"".join(len(m).to_bytes(4, "big") + m for m in msgs)
+        where = [sum(len(m) + 4 for m in msgs[:k]) + 4 for k in range(len(msgs))]  # at the body
+    rejects = []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        consumers.start_soon(drain, eng.subscribe("events.rejects"), rejects)
+        port = eng.tcp[0 if framing == "newline" else 1].port
+        await anyio.to_thread.run_sync(send_tcp, port, data, pieces)
+    assert column(rejects, "error") == ["too_large", "invalid_json", "missing_required"]
+    assert column(rejects, "offset") == [where[1], where[2], where[4]]
+    assert column(rejects, "raw")[0] == msgs[1][: 4096 + 1]
+    assert eng.stats("events")["bytes"] == len(data)
+
+
 async def test_shutdown_flushes_partial_arenas_to_connected_consumers():
     cfg = load_config(SERVICE_YAML.replace("linger_ms: 5}\n    arenas: 3", "linger_ms: 600000}\n    arenas: 3"))
     accepted = []
