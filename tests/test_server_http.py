@@ -234,6 +234,29 @@ async def test_a_consumer_that_hangs_up_is_forgotten(config):
         assert receipt.accepted == 1
 
 
+async def test_a_consumer_that_reads_all_it_got_then_closes_is_forgotten_at_once(config):
+    # a clean close (FIN, no unread data, so no RST) on a quiet topic: nothing will be
+    # written that could fail, so the FIN itself must end the stream, or the connection
+    # sits in CLOSE-WAIT counted as a consumer until the next batch
+    def visit(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET /v1/streams/events/rejects/arrow HTTP/1.1\r\nHost: q\r\n\r\n")
+            s.settimeout(0.3)
+            got = b""
+            try:
+                while chunk := s.recv(65536):
+                    got += chunk
+            except TimeoutError:
+                pass
+            assert got.startswith(b"HTTP/1.1 200")
+
+    async with Engine(config) as eng:
+        topic = eng.streams["events"].rejects
+        for _ in range(3):
+            await anyio.to_thread.run_sync(visit, eng.http[0].port)
+        await wait_until(lambda: topic.consumers == 0, timeout=3)
+
+
 async def test_503_with_retry_after_when_the_stream_is_saturated():
     cfg = load_config(
         SERVICE_YAML.replace(

@@ -131,9 +131,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.lingering:  # type: ignore[attr-defined]
             return False  # the client has sent all it will: the transport closes now
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+        if cycle is not None and not cycle.response_complete and not cycle.more_body and not cycle.response_started:
             # a whole request, then the client's FIN: it still reads, so the answer (a
-            # POST's receipt: its messages were taken) goes out, then the connection closes
+            # POST's receipt: its messages were taken) goes out, then the connection closes.
+            # Not once an answer is under way: a FIN during a consumer's endless stream is
+            # how a client that closed its socket leaves (kept open, it would sit in
+            # CLOSE-WAIT, counted as a consumer and a connection, until a write failed)
             self._peer_done = True
             return True
         return super().eof_received()
