@@ -86,8 +86,10 @@ class Stream:
 
     def framer(self, framing: str = "newline", owner: Receipt | None = None) -> LineFramer | FrameFramer:
         """A framer for one producer, putting into its own ``Outbox`` (``framer.sink``)."""
-        cls = LineFramer if framing == "newline" else FrameFramer
-        return cls(Outbox(self.batcher, owner), int(self.limits.max_message_bytes))
+        framers = {"newline": LineFramer, "length_prefixed": FrameFramer}
+        if framing not in framers:  # a typo must not read NDJSON as length prefixes
+            raise ValueError(f"framing: expected 'newline' or 'length_prefixed'; got {framing!r}")
+        return framers[framing](Outbox(self.batcher, owner), int(self.limits.max_message_bytes))
 
     async def ingest(self, data: bytes | bytearray | memoryview, framing: str = "newline") -> Receipt:
         """Feed one submission and wait until its messages are parsed and handed to the outputs."""

@@ -138,6 +138,8 @@ async def test_ingest_returns_counts_and_first_errors_after_delivery(config):
         assert (receipt.accepted, receipt.rejected) == (1, 1)
         with pytest.raises(KeyError, match="no such stream"):
             await eng.ingest("nope", b"{}")
+        with pytest.raises(ValueError, match="framing: expected 'newline' or 'length_prefixed'; got 'ndjson'"):
+            await eng.ingest("events", message(4) + b"\n", framing="ndjson")
 
 
 async def test_concurrent_streams_share_the_kernels_safely(config):

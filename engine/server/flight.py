@@ -85,7 +85,7 @@ class _FlightService(fl.FlightServerBase):
             name, start = spec["stream"], spec.get("from", "latest")
             if not isinstance(name, str):
                 raise TypeError(name)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: [[[[...]]]]
             raise fl.FlightServerError(
                 'a JSON ticket needs {"stream": NAME} and optionally "from": SEQ | "earliest" | "latest"'
             ) from None
