@@ -109,7 +109,8 @@ class _Workspace:
 
 
 def as_uint8(data: Bytes) -> np.ndarray:
-    """A read-only, contiguous uint8 view of bytes-like data, without copying.
+    """A read-only, contiguous uint8 view of bytes-like data: no copy, but of a strided
+    uint8 array (copied once to be contiguous).
 
     Always read-only so the kernels see one array type and compile one signature.
     """
@@ -118,7 +119,10 @@ def as_uint8(data: Bytes) -> np.ndarray:
             raise TypeError("expected a 1-D uint8 array")
         view = np.ascontiguousarray(data).view()
     else:
-        view = np.frombuffer(data, np.uint8)
+        try:
+            view = np.frombuffer(data, np.uint8)
+        except BufferError:
+            raise TypeError("expected bytes, a contiguous buffer or a 1-D uint8 array") from None
     view.flags.writeable = False
     return view
 

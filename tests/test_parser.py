@@ -197,6 +197,16 @@ def test_counts_offsets_and_blank_lines(all_types_parser):
     assert r.error_counts == {"type_mismatch": 1}
 
 
+def test_inputs_that_are_not_one_contiguous_run_of_bytes(all_types_parser):
+    data = b'{"req": 1}\n{"req": 2}\n'
+    strided = np.repeat(np.frombuffer(data, np.uint8), 2)[::2]  # a strided uint8 array: copied
+    assert all_types_parser.parse_ndjson(strided).accepted == 2
+    with pytest.raises(TypeError, match="contiguous buffer"):
+        all_types_parser.parse_ndjson(memoryview(data)[::2])
+    with pytest.raises(TypeError, match="1-D uint8 array"):
+        all_types_parser.parse_ndjson(np.frombuffer(data, np.int8))
+
+
 def test_empty_input_gives_empty_batches(all_types_parser):
     r = all_types_parser.parse_ndjson(b"")
     assert r.received == 0 and r.batch.schema == all_types_parser.schema and r.rejects.num_rows == 0
