@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kernels.errors import ERROR_NAMES
+
 if TYPE_CHECKING:
     from engine.service import Engine
 
@@ -53,9 +55,9 @@ class EngineCollector(Collector):
             "Messages sent to the dead-letter topic, by error code.",
             labels=["stream", "error"],
         )
-        for s in streams:
-            for error, n in sorted(s.stats.errors.items()):
-                rejected.add_metric([s.name, error], n)
+        for s in streams:  # every code, zeros too: a sum or a rate over them sees each stream
+            for error in ERROR_NAMES[1:]:
+                rejected.add_metric([s.name, error], s.stats.errors.get(error, 0))
         yield rejected
         yield per_stream(
             "quiver_partial_messages_discarded",

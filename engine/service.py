@@ -93,12 +93,15 @@ class Engine:
     async def ingest(self, stream: str, data: bytes | bytearray | memoryview, framing: str = "newline") -> Receipt:
         """Feed NDJSON (or length-prefixed) bytes to a stream; returns once every message
         is parsed and handed to the outputs, with the counts and the first errors."""
-        if stream not in self.streams:
-            raise KeyError(f"no such stream: {stream!r}; expected one of {sorted(self.streams)}")
-        return await self.streams[stream].ingest(data, framing)
+        return await self._stream(stream).ingest(data, framing)
 
     def stats(self, stream: str) -> dict:
-        return self.streams[stream].stats.as_dict()
+        return self._stream(stream).stats.as_dict()
+
+    def _stream(self, name: str) -> Stream:
+        if name not in self.streams:
+            raise KeyError(f"no such stream: {name!r}; expected one of {sorted(self.streams)}")
+        return self.streams[name]
 
     def metrics(self) -> bytes:
         """Every counter of the engine in Prometheus' text format (``GET /metrics``)."""

@@ -53,6 +53,8 @@ async def test_metrics_report_the_engine_counts_by_stream_error_topic_and_listen
     assert m[("quiver_messages_accepted_total", ev)] == 100
     assert m[("quiver_messages_rejected_total", (("error", "invalid_json"), ("stream", "events")))] == 1
     assert m[("quiver_messages_rejected_total", (("error", "type_mismatch"), ("stream", "events")))] == 1
+    # every code has a sample, zeros too, so sums and rates over them see every stream
+    assert m[("quiver_messages_rejected_total", (("error", "too_deep"), ("stream", "events")))] == 0
     assert m[("quiver_partial_messages_discarded_total", ev)] == 1
     assert m[("quiver_blank_lines_total", ev)] == 1
     assert m[("quiver_received_bytes_total", ev)] == stats["bytes"]
