@@ -470,8 +470,9 @@ def floor_table(runs: list[dict], floors: list[dict], rates: list[float]) -> lis
     lines += [
         "",
         "Quiver's CPU by thread: its event loop (reads, batching, publishing, the HTTP consumer's "
-        "Arrow stream) runs on the main thread; kernels and Arrow assembly run on a worker thread "
-        "(and, for large batches, Numba's threads). Medians of the same runs.",
+        "Arrow stream) runs on the main thread, and so do the kernels and Arrow assembly of a "
+        "small batch that linger_ms flushed; full or large batches go to a worker thread (and, "
+        "for large ones, Numba's threads). Medians of the same runs.",
         "",
         "| rate | quiver CPU % | event-loop thread % | other threads % |",
         "|---|---:|---:|---:|",
