@@ -455,8 +455,12 @@ def run_load(
         control.put(sent)  # the consumer waits for the last batches (linger, parse), then reports
         sink = results.get(timeout=120)
         elapsed = time.perf_counter() - t0
-        loop_cpu = server.loop_cpu_seconds() - loop0  # between the process readings: never more
+        loop_cpu = server.loop_cpu_seconds() - loop0  # between the process readings
         cpu, own_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0 + sink["cpu_s"]
+        # /proc rounds a thread's times and the process' to clock ticks, and splits each into
+        # user and system on its own: with (nearly) all the work on the loop's thread, the
+        # thread can read a tick above the whole process, which it cannot really be
+        loop_cpu = min(loop_cpu, cpu)
         rss = sampler.stop()
         stats = server.stats()
     finally:
