@@ -86,6 +86,19 @@ async def test_limits_and_unknown_streams(config):
         assert status == 405
         status, _, answer = await call(f"{base}/healthz")
         assert status == 200 and answer["status"] == "ok"
+        for path in ("/healthz", "/metrics", "/v1/streams"):  # read-only routes
+            status, headers, _ = await call(f"{base}{path}", b"{}", method="POST")
+            assert (status, headers["Allow"]) == (405, "GET, HEAD"), path
+
+            def head(path=path):
+                conn = http.client.HTTPConnection("127.0.0.1", eng.http[0].port, timeout=10)
+                conn.request("HEAD", path)
+                resp = conn.getresponse()
+                answer = resp.status, resp.read()
+                conn.close()
+                return answer
+
+            assert await anyio.to_thread.run_sync(head) == (200, b""), path
         status, _, answer = await call(f"{base}/v1/streams")
         events = answer["streams"][0]
         assert events["name"] == "events"

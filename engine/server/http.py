@@ -61,6 +61,7 @@ ARROW_STREAM = b"application/vnd.apache.arrow.stream"
 #: connection is aborted (one that does not read at all would hold those batches for good).
 DROPPED_GRACE_S = 5.0
 _CHALLENGE = ((b"www-authenticate", b"Bearer"),)  # with 401 (its body unread: see _refuse)
+_GET_ONLY = ((b"allow", b"GET, HEAD"),)
 
 
 def _schema_json(schema: pa.Schema) -> list[dict]:
@@ -207,19 +208,24 @@ class HttpApi:
             return
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
         parts = path.strip("/").split("/")
-        if path == "/healthz" and method in ("GET", "HEAD"):
+        readonly = method in ("GET", "HEAD")  # (uvicorn leaves a HEAD answer's body out)
+        refuse = _respond if readonly else _refuse  # (a body may follow)
+        if path == "/healthz":
+            if not readonly:
+                return await refuse(send, 405, {"error": "use GET"}, _GET_ONLY)
             return await _respond(send, 200, {"status": "stopping" if self.stopping else "ok"})
         if self.token is not None and not self._authorized(scope):
             # answered before any of a POST's body is read: nothing of it is ingested
             return await _refuse(send, 401, {"error": "missing or invalid bearer token"}, _CHALLENGE)
-        if path == "/metrics" and method == "GET" and self.metrics is not None:
+        if path == "/metrics" and self.metrics is not None:
+            if not readonly:
+                return await refuse(send, 405, {"error": "use GET"}, _GET_ONLY)
             return await _send_metrics(send, self.metrics())
-        refuse = _respond if method in ("GET", "HEAD") else _refuse  # (a body may follow)
         if parts[:2] != ["v1", "streams"]:
             return await refuse(send, 404, {"error": f"no such path: {path}"})
         if len(parts) == 2:
-            if method != "GET":
-                return await refuse(send, 405, {"error": "use GET"}, ((b"allow", b"GET"),))
+            if not readonly:
+                return await refuse(send, 405, {"error": "use GET"}, _GET_ONLY)
             return await _respond(send, 200, {"streams": [self._describe(s) for s in self.streams.values()]})
         stream = self.streams.get(parts[2])
         if stream is None:
