@@ -368,11 +368,10 @@ class Config(_Model):
         for k, listener in enumerate(self.listen):
             if listener.kind == "tcp" and listener.stream not in self.streams:
                 raise ValueError(f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}")
-            if listener.port and (listener.host, listener.port) in bound:
-                raise ValueError(
-                    f"listen.{k}.port: {listener.host}:{listener.port} is already taken by listen.{bound[listener.host, listener.port]}"
-                )
-            bound[listener.host, listener.port] = k
+            where = (listener.host, listener.port)
+            if listener.port and where in bound:
+                raise ValueError(f"listen.{k}.port: {where[0]}:{where[1]} is already taken by listen.{bound[where]}")
+            bound[where] = k
         return self
 
 

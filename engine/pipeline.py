@@ -11,9 +11,10 @@ more than its parse (at 50k msgs/s, 1.0 ms of end-to-end latency at p99, and the
 caches are cold every time), and the loop is held for about a millisecond. Reads held
 up meanwhile date their window from the start of the hold, so linger_ms still bounds how
 long a message waits; and when such batches would take more than a tenth of the loop's
-time (a short linger_ms at a high rate) they go to a worker too (``LoopHolds``). The arena returns to its pool as soon as
-it is parsed: no output batch points into it (values are copied out by the gather
-kernels).
+time (a short linger_ms at a high rate) they go to a worker too (``LoopHolds``).
+
+The arena returns to its pool as soon as it is parsed: no output batch points into it
+(values are copied out by the gather kernels).
 
 Durability: when the stream has a segment log, its batches and dead letters are appended
 (on a worker thread, outside the kernel slot) before any consumer sees them, and a

@@ -121,13 +121,18 @@ def _time_bound(v: int | str, spec: FieldSpec, path: str) -> int:
     else:
         unit, _ = parse_timestamp_type(spec.type)
         ticks = _UNIT_TICKS[unit]
-        value, code = parse_rfc3339(x, 0, len(text), ticks, len(str(ticks)) - 1)
+        value, code = parse_rfc3339(x, 0, len(text), ticks, _frac_digits(ticks))
         shape = "an RFC 3339 date-time such as 2024-01-01T00:00:00Z"
     if code == OUT_OF_RANGE:
         raise ConfigError(f"{path}: {v!r} is not a valid instant of type {spec.type} (out of range)")
     if code != OK:
         raise ConfigError(f"{path}: expected {shape}; got {v!r}")
     return int(value)
+
+
+def _frac_digits(ticks: int) -> int:
+    """Fraction digits a unit of ``ticks`` per second keeps (log10: 1000 -> 3)."""
+    return len(str(ticks)) - 1
 
 
 def _folded(lo: int, hi: int) -> tuple[int, int]:
@@ -188,7 +193,7 @@ def compile_schema(stream: StreamConfig) -> CompiledSchema:
         if kd == tb.KIND_TIMESTAMP:
             unit, _ = parse_timestamp_type(spec.type)
             row[tb.F_UNIT] = _UNIT_TICKS[unit]
-            row[tb.F_FRAC_DIGITS] = len(str(_UNIT_TICKS[unit])) - 1
+            row[tb.F_FRAC_DIGITS] = _frac_digits(_UNIT_TICKS[unit])
         if kd in (tb.KIND_INT, tb.KIND_UINT64, tb.KIND_TIMESTAMP, tb.KIND_DATE):
             lo, hi = {tb.KIND_TIMESTAMP: _I64, tb.KIND_DATE: _I32}.get(kd) or _INT_BOUNDS[spec.type]
             timed = kd in (tb.KIND_TIMESTAMP, tb.KIND_DATE)
