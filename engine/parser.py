@@ -103,7 +103,7 @@ class _Workspace:
         if len(self._errors) < tb.ERR_ROWS * n:
             self._errors = np.empty(tb.ERR_ROWS * n, np.int64)
         state = self._state[: k * n].reshape(k, n)  # the kernel clears what it will fill
-        spans = self._spans[: 3 * n_spans * n].reshape(3, n_spans, n)
+        spans = self._spans[: 3 * n_spans * n].reshape(n_spans, n, 3)
         errors = self._errors[: tb.ERR_ROWS * n].reshape(tb.ERR_ROWS, n)
         return state, spans, errors
 
@@ -229,7 +229,9 @@ class Parser:
             if blank:  # rare: drop the blank lines' rows before anything counts them
                 lines = np.flatnonzero(cols.errors[tb.ERR_CODE] != BLANK_LINE)
                 starts, ends = starts[lines], ends[lines]
-                cols = tb.BatchColumns(*(np.take(a, lines, axis=-1) for a in cols))  # C-contiguous
+                cols = tb.BatchColumns(
+                    *(np.take(a, lines, axis=1 if a is cols.spans else -1) for a in cols)
+                )  # C-contiguous
             return self._result(buf, starts, ends, cols, int(blank), base, first_index), starts
         finally:
             self._give_workspace(work)
@@ -346,8 +348,8 @@ class Parser:
     def _resolve_float(self, buf: np.ndarray, starts: np.ndarray, cols: tb.BatchColumns, col: Column, i: int) -> None:
         """Settle float column ``col`` of message i with float(); out of range is its fault."""
         f = col.index
-        a = cols.spans[tb.SPAN_START, col.span_slot, i]
-        b = cols.spans[tb.SPAN_END, col.span_slot, i]
+        a = cols.spans[col.span_slot, i, tb.SPAN_START]
+        b = cols.spans[col.span_slot, i, tb.SPAN_END]
         v = float(bytes(buf[a:b]))
         if col.kind == tb.KIND_FLOAT32:
             with np.errstate(over="ignore"):

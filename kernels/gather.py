@@ -142,7 +142,7 @@ def _column_sizes(state, spans, fields, slots, rows, all_rows, offsets, bases):
         for j in range(m):
             i = j if all_rows else rows[j]
             if state[f, i] == STATE_VALUE:
-                total += spans[SPAN_LEN, s, i]
+                total += spans[s, i, SPAN_LEN]
             offsets[c, j + 1] = total
         bases[c + 1] = bases[c] + total
 
@@ -168,7 +168,7 @@ def _gather_columns(buf, spans, slots, modes, rows, all_rows, offsets, bases, da
             if modes[c] == COPY_BASE64:
                 s = slots[c]
                 longest = max(
-                    longest, _longest_span(span[SPAN_START, s], span[SPAN_END, s], rows, all_rows, at[c], lo, hi)
+                    longest, _longest_span(span[s, :, SPAN_START], span[s, :, SPAN_END], rows, all_rows, at[c], lo, hi)
                 )
         scratch = np.empty(longest + 8, np.uint8)
         n_source = source.shape[0]
@@ -179,8 +179,8 @@ def _gather_columns(buf, spans, slots, modes, rows, all_rows, offsets, bases, da
                 length = at[c, j + 1] - o
                 if length > 0:
                     s = slots[c]
-                    a = span[SPAN_START, s, i]
-                    b = span[SPAN_END, s, i]
+                    a = span[s, i, SPAN_START]
+                    b = span[s, i, SPAN_END]
                     # a plain copy may run past the value into the next row's place in this
                     # column, which this worker fills next; never past its last row's end
                     reach = (length + 31) & ~31

@@ -345,8 +345,8 @@ def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
         return
     if status == FLOAT_FALLBACK:
         s = fields[f, F_SPAN]
-        spans[SPAN_START, s, i] = p
-        spans[SPAN_END, s, i] = q
+        spans[s, i, SPAN_START] = p
+        spans[s, i, SPAN_END] = q
         state[f, i] = STATE_FLOAT_FALLBACK
         return
     if fields[f, F_KIND] == KIND_FLOAT32 and np.isinf(np.float32(v)):
@@ -394,9 +394,9 @@ def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, 
             _schema_fault(st, code, p, f)
             return
         s = fields[f, F_SPAN]
-        spans[SPAN_START, s, i] = a
-        spans[SPAN_END, s, i] = b
-        spans[SPAN_LEN, s, i] = dlen
+        spans[s, i, SPAN_START] = a
+        spans[s, i, SPAN_END] = b
+        spans[s, i, SPAN_LEN] = dlen
         state[f, i] = STATE_VALUE
         return
     x, xa, xb = _decoded(buf, a, b, dlen != b - a, scratch, 0)
@@ -417,9 +417,9 @@ def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, 
             _schema_fault(st, code, p, f)
             return
         s = fields[f, F_SPAN]
-        spans[SPAN_START, s, i] = a
-        spans[SPAN_END, s, i] = b
-        spans[SPAN_LEN, s, i] = n
+        spans[s, i, SPAN_START] = a
+        spans[s, i, SPAN_END] = b
+        spans[s, i, SPAN_LEN] = n
         state[f, i] = STATE_VALUE
     elif kind == KIND_TIMESTAMP:
         v, code = parse_rfc3339(x, xa, xb, fields[f, F_UNIT], fields[f, F_FRAC_DIGITS])
@@ -457,9 +457,9 @@ def parse_field_value(
         if q < 0:
             return -1
         s = fields[f, F_SPAN]
-        spans[SPAN_START, s, i] = p
-        spans[SPAN_END, s, i] = q
-        spans[SPAN_LEN, s, i] = q - p
+        spans[s, i, SPAN_START] = p
+        spans[s, i, SPAN_END] = q
+        spans[s, i, SPAN_LEN] = q - p
         state[f, i] = STATE_VALUE
         return q
     if c == 45 or 48 <= c <= 57:
@@ -713,9 +713,9 @@ def _clear(state, ints, floats, spans, lo, hi):
     for k in range(floats.shape[0]):
         for j in range(lo, hi):
             floats[k, j] = 0.0
-    for k in range(spans.shape[1]):
+    for k in range(spans.shape[0]):
         for j in range(lo, hi):
-            spans[SPAN_LEN, k, j] = 0
+            spans[k, j, SPAN_LEN] = 0
 
 
 def parse_batch(buf, starts, ends, max_message_bytes, T, C, nchunks):

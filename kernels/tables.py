@@ -49,7 +49,8 @@ STATE_NULL = 1
 STATE_VALUE = 2
 STATE_FLOAT_FALLBACK = 3  # a float the kernel left for the exact fallback
 
-# Rows of BatchColumns.spans
+# Last index of BatchColumns.spans: one write stream per span slot, not three, and the
+# gather reads start and end from one cache line
 SPAN_START = 0
 SPAN_END = 1
 SPAN_LEN = 2  # decoded / output byte length
@@ -82,7 +83,7 @@ BatchColumns = namedtuple(
         "state",  # uint8[K, n]
         "ints",  # int64[Ki, n]
         "floats",  # float64[Kf, n]
-        "spans",  # int64[3, Ks, n]
+        "spans",  # int64[Ks, n, 3]: a value's start, end and length side by side
         "errors",  # int64[ERR_ROWS, n]
     ],
 )

@@ -43,7 +43,7 @@ def _layout(cols: list[tuple[int, list]], n: int, escape_slash: bool):
     k = len(cols)
     buf = b""
     state = np.zeros((k + 1, n), np.int8)  # one more field than columns: fields are not slots
-    spans = np.zeros((3, k, n), np.int64)
+    spans = np.zeros((k, n, 3), np.int64)
     expected = [[b""] * n for _ in range(k)]
     for i in range(n):
         for c, (mode, items) in enumerate(cols):
@@ -52,9 +52,9 @@ def _layout(cols: list[tuple[int, list]], n: int, escape_slash: bool):
             value, s = items[i]
             literal = _literal(mode, value, escape_slash)
             out = _expected(mode, literal)
-            spans[tb.SPAN_START, c, i] = len(buf) + 1
-            spans[tb.SPAN_END, c, i] = len(buf) + len(literal) - 1
-            spans[tb.SPAN_LEN, c, i] = len(out)
+            spans[c, i, tb.SPAN_START] = len(buf) + 1
+            spans[c, i, tb.SPAN_END] = len(buf) + len(literal) - 1
+            spans[c, i, tb.SPAN_LEN] = len(out)
             state[c + 1, i] = s
             if s == tb.STATE_VALUE:
                 expected[c][i] = out
@@ -88,8 +88,8 @@ def test_gather_columns_matches_a_naive_reference(cols, keep, chunks, escape_sla
 def test_a_column_of_2_gib_or_more_is_refused_before_its_data_is_allocated():
     """Arrow string offsets are int32: lengths adding past 2**31 - 1 must raise, not wrap."""
     state = np.full((1, 3), tb.STATE_VALUE, np.int8)
-    spans = np.zeros((3, 1, 3), np.int64)
-    spans[tb.SPAN_LEN, 0] = [1 << 30, 1 << 30, 1]  # 2 GiB + 1 byte of (imaginary) values
+    spans = np.zeros((1, 3, 3), np.int64)
+    spans[0, :, tb.SPAN_LEN] = [1 << 30, 1 << 30, 1]  # 2 GiB + 1 byte of (imaginary) values
     asked = []
 
     def allocate(shape, dtype):
@@ -101,6 +101,6 @@ def test_a_column_of_2_gib_or_more_is_refused_before_its_data_is_allocated():
     with pytest.raises(OverflowError, match="2 GiB"):
         gather_columns(np.zeros(0, np.uint8), state, spans, one, one, modes, one, True, 1, allocate)
     assert asked == [(1, 4)]  # the offsets only
-    spans[tb.SPAN_LEN, 0, 2] = 0  # exactly 2 GiB: its last offset is one past int32
+    spans[0, 2, tb.SPAN_LEN] = 0  # exactly 2 GiB: its last offset is one past int32
     with pytest.raises(OverflowError):
         gather_columns(np.zeros(0, np.uint8), state, spans, one, one, modes, one, True, 1, allocate)
