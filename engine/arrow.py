@@ -115,8 +115,10 @@ def build_batch(
     schema: CompiledSchema, cols: tb.BatchColumns, buf: np.ndarray, rows: np.ndarray | None, m: int
 ) -> pa.RecordBatch:
     """The record batch of the accepted rows (``rows``; None: all ``m`` messages)."""
-    state = cols.state if rows is None else cols.state[:, rows]
-    valid = state == tb.STATE_VALUE  # every column's validity at once: fixed costs are per call
+    state = cols.state if rows is None else cols.state[rows]
+    # every column's validity at once (fixed costs are per call), laid out by column: the
+    # kernel writes a message's states side by side, and reductions along that stride crawl
+    valid = np.ascontiguousarray((state == tb.STATE_VALUE).T)
     full = valid.all(axis=1).tolist()
     variable = _variable_width(schema, cols, buf, rows, m, valid, full)
     arrays = [

@@ -102,7 +102,7 @@ class _Workspace:
             self._spans = np.empty(3 * n_spans * n, np.int64)
         if len(self._errors) < tb.ERR_ROWS * n:
             self._errors = np.empty(tb.ERR_ROWS * n, np.int64)
-        state = self._state[: k * n].reshape(k, n)  # the kernel clears what it will fill
+        state = self._state[: k * n].reshape(n, k)  # the kernel clears what it will fill
         spans = self._spans[: 3 * n_spans * n].reshape(n_spans, n, 3)
         errors = self._errors[: tb.ERR_ROWS * n].reshape(tb.ERR_ROWS, n)
         return state, spans, errors
@@ -230,7 +230,7 @@ class Parser:
                 lines = np.flatnonzero(cols.errors[tb.ERR_CODE] != BLANK_LINE)
                 starts, ends = starts[lines], ends[lines]
                 cols = tb.BatchColumns(
-                    *(np.take(a, lines, axis=1 if a is cols.spans else -1) for a in cols)
+                    *(np.take(a, lines, axis=1 if a is cols.spans else 0 if a is cols.state else -1) for a in cols)
                 )  # C-contiguous
             return self._result(buf, starts, ends, cols, int(blank), base, first_index), starts
         finally:
@@ -340,7 +340,7 @@ class Parser:
         this loop runs over a handful of values per batch, not over messages.
         """
         for col in self.compiled.float_columns:
-            state = cols.state[col.index]
+            state = cols.state[:, col.index]
             if state.max(initial=0) == tb.STATE_FLOAT_FALLBACK:  # the largest state: one pass
                 for i in np.flatnonzero(state == tb.STATE_FLOAT_FALLBACK).tolist():
                     self._resolve_float(buf, starts, cols, col, i)
@@ -359,9 +359,9 @@ class Parser:
         lo, hi = self.compiled.tables.float_bounds[f]
         if not (bad or not (lo <= v <= hi)):
             cols.floats[col.slot, i] = v
-            cols.state[f, i] = tb.STATE_VALUE
+            cols.state[i, f] = tb.STATE_VALUE
             return
-        cols.state[f, i] = tb.STATE_ABSENT
+        cols.state[i, f] = tb.STATE_ABSENT
         pos = a - starts[i]
         err = cols.errors[:, i]
         if err[tb.ERR_CODE] == OK or (err[tb.ERR_CODE] not in _SYNTAX_ERRORS and err[tb.ERR_POS] > pos):

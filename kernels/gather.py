@@ -115,7 +115,7 @@ def gather_columns(buf, state, spans, fields, slots, modes, rows, all_rows, nchu
     engine passes its pool allocator, engine.buffers.empty).
     """
     k = fields.shape[0]
-    m = state.shape[1] if all_rows else rows.shape[0]
+    m = state.shape[0] if all_rows else rows.shape[0]
     offsets = allocate((k, m + 1), np.int32)
     bases = np.zeros(k + 1, np.int64)
     _column_sizes(state, spans, fields, slots, rows, all_rows, offsets, bases)
@@ -141,7 +141,7 @@ def _column_sizes(state, spans, fields, slots, rows, all_rows, offsets, bases):
         offsets[c, 0] = 0
         for j in range(m):
             i = j if all_rows else rows[j]
-            if state[f, i] == STATE_VALUE:
+            if state[i, f] == STATE_VALUE:
                 total += spans[s, i, SPAN_LEN]
             offsets[c, j + 1] = total
         bases[c + 1] = bases[c] + total

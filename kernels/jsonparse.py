@@ -333,7 +333,7 @@ def _store_int(v, f, i, p, fields, lists, state, ints, st):
         _schema_fault(st, code, p, f)
         return
     ints[fields[f, F_SLOT], i] = v
-    state[f, i] = STATE_VALUE
+    state[i, f] = STATE_VALUE
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -347,7 +347,7 @@ def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
         s = fields[f, F_SPAN]
         spans[s, i, SPAN_START] = p
         spans[s, i, SPAN_END] = q
-        state[f, i] = STATE_FLOAT_FALLBACK
+        state[i, f] = STATE_FLOAT_FALLBACK
         return
     if fields[f, F_KIND] == KIND_FLOAT32 and np.isinf(np.float32(v)):
         _schema_fault(st, OUT_OF_RANGE, p, f)
@@ -356,7 +356,7 @@ def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
         _schema_fault(st, OUT_OF_RANGE, p, f)
         return
     floats[fields[f, F_SLOT], i] = v
-    state[f, i] = STATE_VALUE
+    state[i, f] = STATE_VALUE
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -372,7 +372,7 @@ def _integer_field(buf, p, q, f, i, fields, ubounds, lists, state, ints, st):
             _schema_fault(st, code, p, f)
             return
         ints[fields[f, F_SLOT], i] = np.int64(u)
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
         return
     v, code = parse_int64(buf, p, q)
     if code != OK:
@@ -397,7 +397,7 @@ def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, 
         spans[s, i, SPAN_START] = a
         spans[s, i, SPAN_END] = b
         spans[s, i, SPAN_LEN] = dlen
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
         return
     x, xa, xb = _decoded(buf, a, b, dlen != b - a, scratch, 0)
     if kind == KIND_ENUM:
@@ -406,7 +406,7 @@ def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, 
             _schema_fault(st, NOT_IN_ENUM, p, f)
             return
         ints[fields[f, F_SLOT], i] = k
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
     elif kind == KIND_BINARY:
         n = base64_decoded_length(x, xa, xb)
         if n < 0:
@@ -420,7 +420,7 @@ def _string_field(buf, p, q, f, i, fields, text, lists, state, ints, spans, st, 
         spans[s, i, SPAN_START] = a
         spans[s, i, SPAN_END] = b
         spans[s, i, SPAN_LEN] = n
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
     elif kind == KIND_TIMESTAMP:
         v, code = parse_rfc3339(x, xa, xb, fields[f, F_UNIT], fields[f, F_FRAC_DIGITS])
         if code != OK:
@@ -448,7 +448,7 @@ def parse_field_value(
         if q < 0:
             return -1
         if fields[f, F_NULLABLE]:
-            state[f, i] = STATE_NULL
+            state[i, f] = STATE_NULL
         else:
             _schema_fault(st, MISSING_REQUIRED if fields[f, F_REQUIRED] else TYPE_MISMATCH, p, f)
         return q
@@ -460,7 +460,7 @@ def parse_field_value(
         spans[s, i, SPAN_START] = p
         spans[s, i, SPAN_END] = q
         spans[s, i, SPAN_LEN] = q - p
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
         return q
     if c == 45 or 48 <= c <= 57:
         if kind == KIND_FLOAT or kind == KIND_FLOAT32:
@@ -496,7 +496,7 @@ def parse_field_value(
         if q < 0:
             return -1
         ints[fields[f, F_SLOT], i] = 1 if c == 116 else 0
-        state[f, i] = STATE_VALUE
+        state[i, f] = STATE_VALUE
         return q
     _schema_fault(st, TYPE_MISMATCH, p, f)
     return skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
@@ -558,7 +558,7 @@ def _object_members(
                 again = (seen & bit) != 0
                 seen |= bit
             else:
-                again = state[f, i] != STATE_ABSENT
+                again = state[i, f] != STATE_ABSENT
             if again:
                 _schema_fault(st, DUPLICATE_FIELD, key_pos, f)
                 p = skip_value(buf, p, end, 1, max_depth, i, st, keys, scratch)
@@ -673,7 +673,7 @@ def _verdict(buf, s, e, q, i, fields, state, errors, st):
             _schema_fault(st, MISSING_REQUIRED, e, np.int64(trailing_zeros(np.uint64(missing))))
         else:
             for f in range(SEEN_BITS, fields.shape[0]):
-                if fields[f, F_REQUIRED] and state[f, i] == STATE_ABSENT:
+                if fields[f, F_REQUIRED] and state[i, f] == STATE_ABSENT:
                     _schema_fault(st, MISSING_REQUIRED, e, f)
                     break
     code = st[ST_SEM_CODE]
@@ -704,9 +704,9 @@ def _clear(state, ints, floats, spans, lo, hi):
 
     Each worker clears its own messages just before parsing them, in parallel and while
     they are about to be in cache, instead of a serial fill of every array beforehand."""
-    for f in range(state.shape[0]):
-        for j in range(lo, hi):
-            state[f, j] = STATE_ABSENT
+    for j in range(lo, hi):
+        for f in range(state.shape[1]):
+            state[j, f] = STATE_ABSENT
     for k in range(ints.shape[0]):
         for j in range(lo, hi):
             ints[k, j] = 0
@@ -839,7 +839,7 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
                     if line:
                         if lf < 0:  # forget the attempt: the exact parse decides
                             for f in range(nfields):
-                                state[f, i] = STATE_ABSENT
+                                state[i, f] = STATE_ABSENT
                             for r in range(keys.shape[0]):
                                 keys[r, _KT_MSG] = -1
                             exact = True

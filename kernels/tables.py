@@ -80,7 +80,7 @@ SchemaTables = namedtuple(
 BatchColumns = namedtuple(
     "BatchColumns",
     [
-        "state",  # uint8[K, n]
+        "state",  # uint8[n, K]: a message's field states side by side, one write stream
         "ints",  # int64[Ki, n]
         "floats",  # float64[Kf, n]
         "spans",  # int64[Ks, n, 3]: a value's start, end and length side by side

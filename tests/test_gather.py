@@ -42,7 +42,7 @@ def _layout(cols: list[tuple[int, list]], n: int, escape_slash: bool):
     spans and expected values the parse kernel would have left for them."""
     k = len(cols)
     buf = b""
-    state = np.zeros((k + 1, n), np.int8)  # one more field than columns: fields are not slots
+    state = np.zeros((n, k + 1), np.int8)  # one more field than columns: fields are not slots
     spans = np.zeros((k, n, 3), np.int64)
     expected = [[b""] * n for _ in range(k)]
     for i in range(n):
@@ -55,7 +55,7 @@ def _layout(cols: list[tuple[int, list]], n: int, escape_slash: bool):
             spans[c, i, tb.SPAN_START] = len(buf) + 1
             spans[c, i, tb.SPAN_END] = len(buf) + len(literal) - 1
             spans[c, i, tb.SPAN_LEN] = len(out)
-            state[c + 1, i] = s
+            state[i, c + 1] = s
             if s == tb.STATE_VALUE:
                 expected[c][i] = out
             buf += literal + b","
@@ -87,7 +87,7 @@ def test_gather_columns_matches_a_naive_reference(cols, keep, chunks, escape_sla
 
 def test_a_column_of_2_gib_or_more_is_refused_before_its_data_is_allocated():
     """Arrow string offsets are int32: lengths adding past 2**31 - 1 must raise, not wrap."""
-    state = np.full((1, 3), tb.STATE_VALUE, np.int8)
+    state = np.full((3, 1), tb.STATE_VALUE, np.int8)
     spans = np.zeros((1, 3, 3), np.int64)
     spans[0, :, tb.SPAN_LEN] = [1 << 30, 1 << 30, 1]  # 2 GiB + 1 byte of (imaginary) values
     asked = []
