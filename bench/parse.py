@@ -33,8 +33,16 @@ After the warm-up the outputs are cross-checked against Quiver's batch column by
 (``--no-verify`` skips this): a mismatch is printed as a warning, because it means either the
 corpus, a peer setup or the engine is wrong.
 
+One process is one sample: on the 2-core VM these numbers come from, the same build parses
+the same bytes at one speed for a whole process and at another in the next one (Quiver at
+100 ms in most processes and 120-145 ms in some, with pyarrow unmoved), whatever the memory
+or code placement inside the process. So ``--processes P`` (default 3) repeats the whole
+measurement -- corpus, warm-up, interleaved repeats -- in P fresh processes, one after
+another, and reports for each peer the median over processes of its per-process median.
+
 Run: ``python -m bench.parse [--corpus clickstream|logs|metrics|all] [--messages N]
-[--threads T] [--repeat R] [--markdown]``.  MB means 10**6 bytes of NDJSON input.
+[--threads T] [--repeat R] [--processes P] [--markdown]``.  MB means 10**6 bytes of NDJSON
+input.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -66,7 +75,7 @@ import engine
 from bench.corpus import KINDS, generate
 from engine.config import INT_TYPES, FieldSpec
 
-__all__ = ["Corpus", "PeerResult", "main", "run_corpus"]
+__all__ = ["Corpus", "PeerResult", "main", "run_corpus", "run_corpus_in_processes"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "examples"
 PEERS = ("quiver", "pyarrow", "msgspec", "orjson")
@@ -465,6 +474,42 @@ def run_corpus(
     return results
 
 
+def run_corpus_in_processes(
+    name: str,
+    messages: int,
+    seed: int,
+    names: Sequence[str],
+    threads: int,
+    repeat: int,
+    block_size: int,
+    verify: bool,
+    processes: int,
+    log: Callable[[str], None],
+) -> list[PeerResult]:
+    """run_corpus in ``processes`` fresh processes, one after another: each peer's times are
+    its per-process medians, so ``median`` is the median over processes (see the module
+    docstring for why a process is one sample)."""
+    merged: dict[str, PeerResult] = {}
+    for k in range(processes):
+        argv = [
+            sys.executable, "-m", "bench.parse", "--corpus", name, "--messages", str(messages),
+            "--seed", str(seed), "--peers", ",".join(names), "--threads", str(threads),
+            "--repeat", str(repeat), "--block-size", str(block_size), "--processes", "1", "--emit-json",
+        ] + ([] if verify else ["--no-verify"])  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench.parse process {k + 1} failed:\n{proc.stderr}")
+        for row in json.loads(proc.stdout):
+            r = PeerResult(**row)
+            median = statistics.median(r.times)
+            log(f"  process {k + 1}/{processes}: {r.peer} median {median:.3f}s")
+            if r.peer not in merged:
+                merged[r.peer] = PeerResult(r.peer, r.output, r.threads, [], r.rows, [])
+            merged[r.peer].times.append(median)
+            merged[r.peer].notes += [n for n in r.notes if n not in merged[r.peer].notes]
+    return list(merged.values())
+
+
 # --------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------
@@ -545,7 +590,8 @@ def format_markdown(corpus: Corpus, results: list[PeerResult]) -> str:
 def format_environment(env: dict[str, str], markdown: bool, args: argparse.Namespace) -> str:
     """The run's parameters and environment, as a list."""
     run = (
-        f"messages={args.messages}, seed={args.seed}, repeat={args.repeat} (median), "
+        f"messages={args.messages}, seed={args.seed}, repeat={args.repeat} per process, "
+        f"processes={args.processes} (median of per-process medians), "
         f"pyarrow block_size={args.block_size}"
     )
     if markdown:
@@ -565,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
     )
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per process (default 5)")
+    ap.add_argument("--processes", type=int, default=3, help="fresh processes, each a whole measurement (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument(
@@ -575,13 +622,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-verify", dest="verify", action="store_false", help="skip cross-checking peer outputs against Quiver"
     )
     ap.add_argument("--markdown", action="store_true", help="print markdown for bench/RESULTS.md")
+    ap.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)  # one process's results
     args = ap.parse_args(argv)
     names = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = set(names) - set(PEERS)
     if unknown or not names:
         ap.error(f"--peers: unknown {sorted(unknown)}; choose from {','.join(PEERS)}")
-    if args.threads < 1 or args.repeat < 1 or args.messages < 1:
-        ap.error("--threads, --repeat and --messages must be positive")
+    if args.threads < 1 or args.repeat < 1 or args.messages < 1 or args.processes < 1:
+        ap.error("--threads, --repeat, --processes and --messages must be positive")
+    if args.emit_json and (args.corpus == "all" or args.processes != 1):
+        ap.error("--emit-json is one corpus in one process")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -591,13 +641,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         corpus = load_corpus(name, args.messages, args.seed)
         log(f"{name}: generated {corpus.megabytes:.1f} MB in {time.perf_counter() - t0:.1f}s")
-        results = run_corpus(corpus, names, args.threads, args.repeat, args.block_size, args.verify, log)
+        if args.processes == 1:
+            results = run_corpus(corpus, names, args.threads, args.repeat, args.block_size, args.verify, log)
+        else:
+            results = run_corpus_in_processes(
+                name, args.messages, args.seed, names, args.threads, args.repeat, args.block_size,
+                args.verify, args.processes, log,
+            )  # fmt: skip
+        if args.emit_json:
+            print(json.dumps([r.__dict__ for r in results]))
+            return 0
         sections.append((format_markdown if args.markdown else format_text)(corpus, results))
         del corpus
     env = format_environment(environment(args.threads), args.markdown, args)
     legend = (
-        "MB = 10^6 bytes of NDJSON input; median of the timed runs after one untimed "
-        "warm-up; time vs Quiver = peer median / Quiver median (above 1: slower)."
+        "MB = 10^6 bytes of NDJSON input; in each process, the median of the timed runs "
+        "after one untimed warm-up; over processes, the median of those; time vs Quiver = "
+        "peer median / Quiver median (above 1: slower)."
     )
     if args.markdown:
         print("\n\n".join(["#### Environment\n\n" + env, legend, *sections]))

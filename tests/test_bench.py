@@ -36,6 +36,8 @@ def test_parse_benchmark_runs_all_peers_and_prints_ratios():
             "2000",
             "--repeat",
             "1",
+            "--processes",
+            "2",
             "--markdown",
         ],
         capture_output=True,
@@ -47,6 +49,8 @@ def test_parse_benchmark_runs_all_peers_and_prints_ratios():
     for peer in ("quiver", "pyarrow", "msgspec", "orjson"):
         assert peer in proc.stdout
     assert "threading layer" in proc.stdout
+    assert "processes=2" in proc.stdout
+    assert proc.stderr.count("process 2/2: quiver median") == 1  # each process measured apart
 
 
 @pytest.mark.parametrize(("transport", "consumer"), [("tcp", "http"), ("http", "flight")])
