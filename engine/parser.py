@@ -229,9 +229,13 @@ class Parser:
             if blank:  # rare: drop the blank lines' rows before anything counts them
                 lines = np.flatnonzero(cols.errors[tb.ERR_CODE] != BLANK_LINE)
                 starts, ends = starts[lines], ends[lines]
-                cols = tb.BatchColumns(
-                    *(np.take(a, lines, axis=1 if a is cols.spans else 0 if a is cols.state else -1) for a in cols)
-                )  # C-contiguous
+                cols = tb.BatchColumns(  # np.take copies are C-contiguous, as the kernels want
+                    state=np.take(cols.state, lines, axis=0),
+                    ints=np.take(cols.ints, lines, axis=1),
+                    floats=np.take(cols.floats, lines, axis=1),
+                    spans=np.take(cols.spans, lines, axis=1),
+                    errors=np.take(cols.errors, lines, axis=1),
+                )
             return self._result(buf, starts, ends, cols, int(blank), base, first_index), starts
         finally:
             self._give_workspace(work)
