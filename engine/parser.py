@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numba
 import numpy as np
@@ -34,6 +35,7 @@ from kernels.errors import (
 )
 from kernels.framing import count_lines, frame_length_prefixed, frame_lines
 from kernels.jsonparse import parse_batch, parse_lines
+from kernels.numeric import float32_halfway
 
 _SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
 Bytes = bytes | bytearray | memoryview | np.ndarray
@@ -354,15 +356,13 @@ class Parser:
         f = col.index
         a = cols.spans[col.span_slot, i, tb.SPAN_START]
         b = cols.spans[col.span_slot, i, tb.SPAN_END]
-        v = float(bytes(buf[a:b]))
-        if col.kind == tb.KIND_FLOAT32:
-            with np.errstate(over="ignore"):
-                bad = bool(np.isinf(np.float32(v)))
-        else:
-            bad = v in (np.inf, -np.inf)
+        text = bytes(buf[a:b])
+        v = float(text)
+        kept = _nearest_float32(text, v) if col.kind == tb.KIND_FLOAT32 else v
+        bad = kept in (np.inf, -np.inf)
         lo, hi = self.compiled.tables.float_bounds[f]
-        if not (bad or not (lo <= v <= hi)):
-            cols.floats[col.slot, i] = v
+        if not (bad or not (lo <= v <= hi)):  # min/max judge the number as written
+            cols.floats[col.slot, i] = kept
             cols.state[i, f] = tb.STATE_VALUE
             return
         cols.state[i, f] = tb.STATE_ABSENT
@@ -372,6 +372,26 @@ class Parser:
             err[tb.ERR_CODE] = OUT_OF_RANGE
             err[tb.ERR_POS] = pos
             err[tb.ERR_FIELD] = f
+
+
+def _nearest_float32(text: bytes, v: float) -> float:
+    """The float32 nearest the literal ``text`` (whose float64 is ``v``), ties to even;
+    infinite past float32's range.
+
+    Only a float64 exactly halfway between two float32s can round wrongly through float64
+    (see float32_halfway); there the exact decimal says which side the literal is on.
+    """
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+    if not float32_halfway(v):
+        return float(f)
+    x = Decimal(text.decode("ascii"))  # exact; compares exactly with a float
+    if x == v:
+        return float(f)  # a true tie, which numpy rounds to even
+    up = x > v
+    if (float(f) > v) == up:  # numpy's choice is already on the literal's side
+        return float(f)
+    return float(np.nextafter(f, np.float32(np.inf if up else -np.inf)))
 
 
 def _default_limits():

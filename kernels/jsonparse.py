@@ -36,6 +36,7 @@ from kernels.framing import next_newline, trim_line
 from kernels.numeric import (
     FLOAT_FALLBACK,
     FLOAT_OVERFLOW,
+    float32_halfway,
     parse_float,
     parse_int64,
     parse_uint64,
@@ -343,7 +344,7 @@ def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
     if status == FLOAT_OVERFLOW:
         _schema_fault(st, OUT_OF_RANGE, p, f)
         return
-    if status == FLOAT_FALLBACK:
+    if status == FLOAT_FALLBACK or (fields[f, F_KIND] == KIND_FLOAT32 and float32_halfway(v)):
         s = fields[f, F_SPAN]
         spans[s, i, SPAN_START] = p
         spans[s, i, SPAN_END] = q

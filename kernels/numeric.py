@@ -9,6 +9,8 @@ fallback that the engine runs with Python's own ``float()``, so every accepted v
 bit-identical to ``float(text)``.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -20,6 +22,7 @@ from kernels.status import ST_CODE, ST_ISINT, ST_POS
 FLOAT_EXACT = 0
 FLOAT_FALLBACK = 1  # the kernel could not prove the rounding: resolve with float(text)
 FLOAT_OVERFLOW = 2  # the literal is beyond float64's range
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # halfway from float32's largest to 2**128: rounds up
 
 _POW10_MIN = -348
 _POW10_MAX = 347
@@ -354,3 +357,22 @@ def parse_float(buf, a, b):
         if not ok2 or v2 != v:
             return 0.0, FLOAT_FALLBACK
     return v, FLOAT_EXACT
+
+
+@njit(nogil=True, cache=True)
+def float32_halfway(v):
+    """Whether float64 ``v`` lies exactly halfway between two adjacent float32 values (or
+    between FLT_MAX and 2**128, where rounding overflows).
+
+    Rounding a decimal to float64 and then to float32 is wrong only there: every float32
+    midpoint is a float64, so a literal whose float64 is not a midpoint has no midpoint
+    between it and its float64, and both roundings agree. At a midpoint the float64 may
+    stand for a literal a hair above or below it, which only the exact text can settle.
+    """
+    a = abs(v)
+    if a == 0.0 or a > FLOAT32_OVERFLOW:
+        return False
+    _, e2 = math.frexp(a)  # a = m * 2**e2 with 0.5 <= m < 1
+    e = max(e2 - 1, -126)  # float32's exponent at a (subnormals share -126)
+    t = math.ldexp(a, 24 - e)  # a in units of half a float32 ulp: exact (a power of two)
+    return t == math.floor(t) and np.int64(t) % 2 == 1

@@ -34,7 +34,8 @@ documented choices (kernels/temporal.py, kernels/numeric.py, kernels/strings.py)
   length must be a multiple of 4 with at most two ``=`` (RFC 4648 padded form; Python alone
   would also take ``"QUJD="`` and ``"QUJD===="``); non-zero pad bits are tolerated; anything
   refused is ``type_mismatch``.
-* ``float32`` that rounds to infinity is ``out_of_range``.
+* ``float32`` is the float32 nearest the literal's exact decimal value, ties to even (not
+  its float64 rounded again); one that rounds to infinity is ``out_of_range``.
 * ``binary`` ``min_length``/``max_length`` count decoded bytes; ``min``/``max`` of dates and
   timestamps may be written as text; ``enum`` on an integer field lists allowed values.
 * nesting depth counts the top-level object as 1.
@@ -50,6 +51,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -686,6 +688,32 @@ def _check_bounds(spec: FieldSpec, v: float) -> None:
         raise ReferenceReject("not_in_enum")
 
 
+_F32_MAX = Fraction(2**128 - 2**104)
+_F32_HALF_PAST_MAX = Fraction(2**128 - 2**103)
+
+
+def nearest_float32(text: str) -> float:
+    """The float32 nearest the decimal ``text`` by exact arithmetic, ties to the even
+    significand; +-inf from halfway past the largest float32 on."""
+    v = float(text)
+    if v == 0 or math.isinf(v):  # far past float32 either way (and maybe past Decimal's exponents)
+        return v
+    x = Fraction(Decimal(text))
+    if abs(x) >= _F32_HALF_PAST_MAX:
+        return math.copysign(math.inf, x)
+    with np.errstate(over="ignore"):
+        guess = np.float32(float(x))  # within one float32 of the answer, maybe past FLT_MAX
+        if np.isinf(guess):
+            guess = np.float32(math.copysign(float(_F32_MAX), x))
+        nearby = [guess, np.nextafter(guess, np.float32(-np.inf)), np.nextafter(guess, np.float32(np.inf))]
+    nearby = [c for c in nearby if np.isfinite(c)]
+
+    def distance(c: np.float32) -> tuple[Fraction, int]:
+        return abs(Fraction(float(c)) - x), struct.unpack("<I", struct.pack("<f", c))[0] & 1
+
+    return float(min(nearby, key=distance))
+
+
 def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
     """The column value for one field, or raise ReferenceReject(schema code)."""
     kind, t = node.kind, spec.type
@@ -720,11 +748,9 @@ def field_value(spec: FieldSpec, node: Node, raw: bytes) -> Any:
         # column rounds it: max 1 refuses 1.00000004, max 0.1 takes 0.1 (README "Rules")
         _check_bounds(spec, f)
         if t == "float32":
-            with np.errstate(over="ignore"):
-                f32 = np.float32(f)
-            if np.isinf(f32):
+            f = nearest_float32(node.value)
+            if math.isinf(f):
                 raise ReferenceReject("out_of_range")
-            f = float(f32)
         return f
     if t == "bool":
         if kind not in ("true", "false"):

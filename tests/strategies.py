@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+import numpy as np
 from hypothesis import strategies as st
 
 from tests.reference import _INT_RANGES, FieldSpec, RefSchema
@@ -236,6 +237,25 @@ def halfway(rnd: random.Random) -> str:
     return ("-" if rnd.random() < 0.3 else "") + decimal_text(mid)
 
 
+def halfway32(rnd: random.Random) -> str:
+    """The exact midpoint between two adjacent float32s (subnormals included), or a nudge
+    above or below it small enough that float64 lands on it: where rounding through
+    float64 goes wrong. Always in range: past the largest float32 only the nudge below,
+    which must round to the largest."""
+    bits = rnd.choice([rnd.getrandbits(31) % 0x7F7FFFFF, rnd.randint(0, 5), 0x7F7FFFFF, 0x007FFFFF])
+    x = struct.unpack("<f", bits.to_bytes(4, "little"))[0]
+    with np.errstate(over="ignore"):
+        y = float(np.nextafter(np.float32(x), np.float32(np.inf)))
+    top = math.isinf(y)
+    with localcontext() as ctx:
+        ctx.prec = 2000
+        mid = (Decimal(x) + Decimal(2.0**128 if top else y)) / 2
+        nudge = -1 if top else rnd.choice([0, 1, -1])
+        if nudge:
+            mid += nudge * Decimal(10) ** (mid.adjusted() - rnd.randint(17, 60))
+    return ("-" if rnd.random() < 0.3 else "") + decimal_text(mid)
+
+
 def float_text(rnd: random.Random) -> str:
     r = rnd.random()
     if r < 0.45:
@@ -367,9 +387,12 @@ def value_text(spec: FieldSpec, rnd: random.Random) -> str:
         hi = math.inf if spec.max is None else float(spec.max)
         return finite_float_text(rnd, lo, hi)
     if t == "float32":
-        if rnd.random() < 0.5:
+        r = rnd.random()
+        if r < 0.4:
             x = struct.unpack("<f", rnd.getrandbits(32).to_bytes(4, "little"))[0]
             return repr(x) if math.isfinite(x) else "1.5"
+        if r < 0.6:
+            return halfway32(rnd)
         return finite_float_text(rnd, -3.4e38, 3.4e38)
     if t == "bool":
         return rnd.choice(["true", "false"])

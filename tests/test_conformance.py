@@ -86,6 +86,10 @@ def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
+# 2**-150, halfway from 0 to the smallest float32, written out exactly
+HALF_SUBNORMAL32 = (
+    "7.00649232162408535461864791644958065640130970938257885878534141944895541342930300743319094181060791015625"
+)
 LONG = "3." + "14159265358979323846264338327950288419716939937510" * 16
 
 MAIN_CASES = [
@@ -122,9 +126,16 @@ MAIN_CASES = [
     Y("y_float32_just_below_overflow", '{"g":3.4028235677973362e38}', g=f32(3.4028234663852886e38)),
     Y("y_float32_underflow", '{"g":1e-50}', g=0.0),
     Y("y_float32_min_subnormal", '{"g":1.401298464324817e-45}', g=f32(1.401298464324817e-45)),
-    Y("y_float32_of_float64", '{"g":1.00000005960464477539062500000001}', g=1.0),
+    # float64 rounds these to a float32 midpoint; the literal is a hair off it, so the
+    # nearest float32 is not what rounding that float64 again gives
+    Y("y_float32_above_halfway", '{"g":1.00000005960464477539062500000001}', g=1.0000001192092896),
+    Y("y_float32_below_halfway", '{"g":1.0000000596046447753906249999}', g=1.0),
+    Y("y_float32_halfway_ties_to_even", '{"g":1.000000059604644775390625}', g=1.0),
+    Y("y_float32_below_overflow_halfway", '{"g":3.4028235677973366e38}', g=f32(3.4028234663852886e38)),
+    Y("y_float32_above_subnormal_halfway", '{"g":' + HALF_SUBNORMAL32[:-2] + "3e-46}", g=f32(1.401298464324817e-45)),
+    Y("y_float32_subnormal_halfway_ties_to_zero", '{"g":' + HALF_SUBNORMAL32 + "e-46}", g=0.0),
     N("n_float32_overflow", '{"g":1e39}', "out_of_range", field="g"),
-    N("n_float32_overflow_halfway", '{"g":3.4028235677973366e38}', "out_of_range", field="g"),
+    N("n_float32_overflow_halfway", '{"g":340282356779733661637539395458142568448}', "out_of_range", field="g"),
     Y("y_string_short_escapes", r'{"s":"\"\\\/\b\f\n\r\t"}', s='"\\/\b\f\n\r\t'),
     Y("y_string_unicode_escapes", r'{"s":"\u00e9\ud83d\ude00"}', s="\u00e9\U0001f600"),
     Y("y_string_uppercase_hex", r'{"s":"\u00C9\uD83D\uDE00"}', s="\u00c9\U0001f600"),

@@ -1,9 +1,11 @@
-"""kernels.numeric against naive Python references: number grammar, int64, float64."""
+"""kernels.numeric against naive Python references: number grammar, int64, float64, and
+where float32 needs the exact text."""
 
 from __future__ import annotations
 
 import re
 import struct
+from fractions import Fraction
 
 import numpy as np
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from kernels.numeric import (
     FLOAT_EXACT,
     FLOAT_FALLBACK,
     FLOAT_OVERFLOW,
+    float32_halfway,
     parse_float,
     parse_int64,
     parse_uint64,
@@ -149,3 +152,37 @@ def test_fallback_is_rare_on_ordinary_data():
     values = np.concatenate([rng.random(2000), rng.normal(0, 1e6, 2000), rng.uniform(0, 500, 2000).round(2)])
     statuses = [float_bits(repr(float(v)))[1] for v in values]
     assert statuses.count(FLOAT_FALLBACK) <= 6  # Eisel-Lemire settles virtually all of them
+
+
+def naive_float32_halfway(v: float) -> bool:
+    """Whether v is the exact mean of two adjacent float32s (2**128 counting as the one past
+    the largest), found by exact arithmetic over the float32s around it."""
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+        if np.isinf(f):
+            f = np.float32(np.copysign(3.4028234663852886e38, v))
+        around = [f, np.nextafter(f, np.float32(-np.inf)), np.nextafter(f, np.float32(np.inf))]
+    exact = sorted(Fraction(float(c)) if np.isfinite(c) else Fraction(int(np.sign(c)) * 2**128) for c in around)
+    return any((a + b) / 2 == Fraction(v) for a, b in zip(exact, exact[1:], strict=False))
+
+
+def _f32(bits: int) -> float:
+    return float(struct.unpack("<f", struct.pack("<I", bits))[0])
+
+
+@given(st.integers(0, 0x7F7FFFFF), st.sampled_from([-1, 0, 1]), st.booleans())
+@settings(max_examples=1500, deadline=None)
+def test_float32_halfway_finds_exactly_the_midpoints(bits, nudge, negative):
+    low = _f32(bits)
+    high = _f32(bits + 1) if bits < 0x7F7FFFFF else 2.0**128
+    v = (low + high) / 2  # exact: float64 holds every float32 midpoint
+    if nudge:
+        v = float(np.nextafter(v, np.inf * nudge))
+    v = -v if negative else v
+    assert float32_halfway(v) == naive_float32_halfway(v)
+    assert float32_halfway(v) == (nudge == 0)
+
+
+def test_float32_halfway_edges():
+    for v in [0.0, -0.0, 1.0, 0.1, 2.0**-150, 2.0**-149, 3 * 2.0**-150, 2.0**128 - 2.0**103, 2.0**128, 1e300, 5e-324]:
+        assert float32_halfway(v) == naive_float32_halfway(v), v
