@@ -216,7 +216,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level or cfg.log_level)
     _tune_glibc_malloc()
     _let_idle_kernel_threads_sleep()
-    return anyio.run(_serve, cfg, started, backend="asyncio")
+    code, stops_left_running = anyio.run(_serve, cfg, started, backend="asyncio")
+    if stops_left_running:
+        # a Flight stop still waits on a client that stopped reading; everything of ours is
+        # closed and flushed, so end here instead of in interpreter teardown beside it
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _let_idle_kernel_threads_sleep() -> None:
@@ -270,7 +278,8 @@ def _tune_glibc_malloc() -> None:
         pass
 
 
-async def _serve(cfg: Config, started: float) -> int:
+async def _serve(cfg: Config, started: float) -> tuple[int, int]:
+    """Serve until SIGINT or SIGTERM: (exit code, Flight stops left running)."""
     import signal
 
     import anyio
@@ -284,7 +293,7 @@ async def _serve(cfg: Config, started: float) -> int:
             async for signum in signals:
                 logging.getLogger("quiver.cli").info("signal name=%s", signal.Signals(signum).name)
                 break
-    return 0
+    return 0, eng.stops_left_running
 
 
 def build_parser() -> argparse.ArgumentParser:

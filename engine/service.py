@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import time
 from contextlib import AsyncExitStack
 
@@ -61,6 +62,7 @@ class Engine:
         self._closed = False
         self._lock_fd = -1  # holds data_dir for this process
         self._registry: CollectorRegistry | None = None
+        self.stops_left_running = 0  # Flight stops given up on: see _stop_flight
 
     # -- public API ---------------------------------------------------------------------
 
@@ -244,12 +246,29 @@ class Engine:
         for h in self.http:
             h.close()  # live GETs have ended with their topics
         for f in self.flight:
-            # Flight waits for calls in progress, and a client that stopped reading never
-            # finishes its call: give up waiting (gRPC finishes the stop on its own thread)
-            with anyio.move_on_after(FLIGHT_STOP_S) as waited:
-                await anyio.to_thread.run_sync(f.stop, abandon_on_cancel=True)
-            if waited.cancelled_caught:
-                log.warning("flight_stop_abandoned url=%s reason=a client is not reading", f.url)
+            await self._stop_flight(f)
+
+    async def _stop_flight(self, f: FlightListener) -> None:
+        """Stop a Flight listener, giving up after FLIGHT_STOP_S.
+
+        Flight's stop waits for calls in progress, and a client that stopped reading never
+        finishes its call: pyarrow offers no deadline. The stop runs on a daemon thread, so
+        one left waiting does not hold the interpreter open at exit (a worker thread would:
+        Python joins those), and ``stops_left_running`` tells `quiver serve` to end the
+        process without waiting on it.
+        """
+        stopped = threading.Event()
+
+        def stop() -> None:
+            try:
+                f.stop()
+            finally:
+                stopped.set()
+
+        threading.Thread(target=stop, name="quiver-flight-stop", daemon=True).start()
+        if not await anyio.to_thread.run_sync(stopped.wait, FLIGHT_STOP_S):
+            self.stops_left_running += 1
+            log.warning("flight_stop_abandoned url=%s reason=a client is not reading", f.url)
 
     async def _wait_tcp_drained(self) -> None:
         for t in self.tcp:

@@ -149,3 +149,56 @@ def test_kill_9_during_http_load_loses_no_acknowledged_record(tmp_path: Path):
     assert len(stored) == len(set(stored))  # nothing twice
     assert set(acked_at_kill) <= set(stored)  # nothing acknowledged lost
     assert set(range(9_000_000, 9_000_010)) <= set(stored)
+
+
+STUCK_FLIGHT_YAML = """
+streams:
+  events:
+    fields:
+      seq:  {type: int64, required: true}
+      name: {type: string}
+    batch: {max_messages: 65536, max_bytes: 1MiB, linger_ms: 20}
+    slow_consumer: disconnect
+    consumer_queue: 4
+listen:
+  - {kind: tcp, port: 0, stream: events}
+  - {kind: flight, port: 0}
+limits: {max_message_bytes: 64KiB}
+kernels: {threads: 1}
+"""
+
+
+def test_serve_exits_on_sigterm_beside_a_flight_client_that_stopped_reading(tmp_path: Path):
+    """Flight's stop waits for every call, and a client that stopped reading never ends its
+    own: the service gives up on it and still exits, 0, soon after FLIGHT_STOP_S."""
+    import pyarrow.flight as fl
+
+    from engine.service import FLIGHT_STOP_S
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(STUCK_FLIGHT_YAML)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = _ready_line(proc)
+        tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+)", line).group(1))
+        grpc = re.search(r"(grpc://127\.0\.0\.1:\d+)", line).group(1)
+        client = fl.connect(grpc)
+        reader = client.do_get(fl.Ticket(b"events"))  # opened, never read
+        time.sleep(0.3)
+        # enough Arrow data to fill gRPC's flow-control windows, so the server's write blocks
+        send_tcp(tcp, b"\n".join(b'{"seq":%d,"name":"%s"}' % (i, b"p" * 400) for i in range(100_000)))
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        assert proc.wait(FLIGHT_STOP_S + 30) == 0
+        assert time.monotonic() - t0 < FLIGHT_STOP_S + 10
+        assert "flight_stop_abandoned" in proc.stderr.read()
+        del reader
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
