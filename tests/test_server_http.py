@@ -147,6 +147,17 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer
     assert head.startswith(b"HTTP/1.1 200") and json.loads(text)["accepted"] == 10
 
 
+async def test_pipelined_requests_then_a_half_close_get_every_answer(config):
+    body = b"".join(message(i) + b"\n" for i in range(3))
+    post = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with Engine(config) as eng:
+        for pipelined, answers in ((post * 2, 2), (post * 3, 3), (post + get, 2)):
+            out = await anyio.to_thread.run_sync(partial(exchange, eng.http[0].port, pipelined, half_close=True))
+            assert out.count(b"HTTP/1.1 200") == answers, out  # a POST unanswered would be sent again
+        assert eng.stats("events")["accepted"] == 3 * 6
+
+
 async def test_a_chunked_body_that_breaks_off_malformed_is_answered_with_what_was_taken(config):
     chunk = b"".join(message(i) + b"\n" for i in range(10)) + b'{"seq":'  # and a partial line
     request = (

@@ -142,8 +142,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return super().eof_received()
 
     def on_response_complete(self) -> None:
+        # uvicorn starts the next pipelined request here, taking it off the pipeline: an
+        # empty pipeline afterwards does not mean nothing is left to answer
+        started_next = bool(self.pipeline)
         super().on_response_complete()
-        if self._peer_done and not self.pipeline and not self.transport.is_closing():
+        if self._peer_done and not started_next and not self.transport.is_closing():
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
