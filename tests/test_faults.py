@@ -263,6 +263,54 @@ async def test_http_heads_that_are_too_large_or_too_slow_are_refused():
         assert eng.stats("events")["accepted"] == 40
 
 
+async def test_http_bodies_cut_off_by_the_connection_are_answered_with_what_was_taken():
+    """A body that trickles, whose trailers are too large, or whose client ends its side
+    part way: the connection layer ends the body there, and the answer still counts the
+    messages already taken, so the client knows what not to send again."""
+    cfg = load_config(with_limits("message_timeout_s: 0.5, max_header_bytes: 2KiB"))
+    async with Engine(cfg) as eng:
+        port = eng.http[0].port
+        chunked = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+        def chunk(data: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+
+        def trickle() -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(chunked)
+                s.settimeout(20)
+                try:
+                    for i in range(40):  # a message every 0.1 s: never a stall, always too slow
+                        s.sendall(chunk(lines(i, 1)))
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+                out = b""
+                while data := s.recv(65536):
+                    out += data
+                return out
+
+        answer = await anyio.to_thread.run_sync(trickle)
+        head, _, text = answer.partition(b"\r\n\r\n")
+        taken = eng.stats("events")["accepted"]
+        assert head.startswith(b"HTTP/1.1 408") and 5 <= taken < 40
+        assert json.loads(text)["accepted"] == taken
+
+        trailers = chunked + chunk(lines(100, 3)) + b"0\r\nX-Pad: " + b"t" * 4000 + b"\r\n\r\n"
+        answer = await anyio.to_thread.run_sync(live_exchange, port, trailers)
+        head, _, text = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431") and json.loads(text)["accepted"] == 3
+
+        for cut in (chunked + chunk(lines(200, 4)), b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100000\r\n\r\n" + lines(300, 4) + b'{"seq": 3'):  # fmt: skip
+            answer = await anyio.to_thread.run_sync(partial(live_exchange, port, cut, half_close=True))
+            head, _, text = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and json.loads(text)["accepted"] == 4
+        stats = eng.stats("events")
+        assert stats["accepted"] == taken + 3 + 8 and stats["discarded_partials"] == 1
+        assert eng.http[0].limit_hits == {"max_header_bytes": 1, "message_timeout": 1}
+
+
 async def test_thousands_of_idle_connections_neither_block_producers_nor_leak():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2000

@@ -348,7 +348,7 @@ class HttpApi:
                     break
             broken = scope.get("extensions", {}).get(BODY_ERROR)
             if failure is None and broken is not None:  # what came before the fault is taken
-                failure = (400, broken)
+                failure = broken
             if failure is None and inflater is not None and not inflater.complete:
                 failure = (400, "gzip body ended early")
             if failure is None:

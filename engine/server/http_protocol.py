@@ -31,9 +31,10 @@ once.
 
 More ways a connection ends differently from uvicorn's: a client that half-closes after
 a whole request (``shutdown(SHUT_WR)``, ``nc -N``) still gets its answer, then the
-connection closes; a body that breaks off malformed (a bad chunk size) ends there for the
-app, which answers it (a POST says what it took before the fault, under ``BODY_ERROR`` in
-the scope's extensions), instead of uvicorn's bare 400; and the app can abort a connection
+connection closes; a body that breaks off malformed (a bad chunk size), too slowly, with
+trailers over the limit or at the client's FIN ends there for the app, which answers it (a POST says what it took
+before the fault; ``BODY_ERROR`` in the scope's extensions holds the status and reason),
+instead of a bare 400, 408 or 431; and the app can abort a connection
 outright through the ``ABORT`` extension (a live stream whose consumer was dropped while
 it did not read). Everything else is uvicorn's.
 """
@@ -113,6 +114,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_left = 0  # bytes a lingering close still drops before it closes
         self._peer_done = False  # the client half-closed after a whole request: answer, close
+        self._body_ended = False  # _end_body ended a body: nothing after it is parsed
 
     # -- connection ------------------------------------------------------------------
 
@@ -139,6 +141,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # CLOSE-WAIT, counted as a consumer and a connection, until a write failed)
             self._peer_done = True
             return True
+        if (
+            cycle is not None
+            and cycle.more_body
+            and self._end_body(400, "the body ended early: the client closed its side")
+        ):
+            self._peer_done = True  # it may still read: the app answers what it took, then close
+            return True
         return super().eof_received()
 
     def on_response_complete(self) -> None:
@@ -152,21 +161,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """The parser failed (uvicorn then answers 400 and closes). Mid-body, with the app
         reading it and no answer begun, end the body at the fault and let the app answer."""
+        if self._body_ended:
+            return  # the body had already ended here: the app answers for it
+        if not self._end_body(400, "malformed HTTP body (bad chunk framing)"):
+            super().send_400_response(msg)
+
+    def _end_body(self, status: int, reason: str) -> bool:
+        """End the body in progress here, for the app to answer with ``status`` and what it
+        took (a POST's counts) and then close; False if there is no such body to end."""
         cycle = self.cycle
         if cycle is None or not cycle.more_body or cycle.response_started or cycle.disconnected:
-            return super().send_400_response(msg)
-        cycle.scope["extensions"][BODY_ERROR] = "malformed HTTP body (bad chunk framing)"  # type: ignore[typeddict-item]
+            return False
+        self._body_ended = True
+        cycle.scope["extensions"][BODY_ERROR] = (status, reason)  # type: ignore[typeddict-item]
         cycle.more_body = False
-        cycle.keep_alive = False  # the parser cannot go on: close after the answer
+        cycle.keep_alive = False  # the rest of the body is never read: close after the answer
         cycle.message_event.set()
         self.transport.pause_reading()  # nothing after the fault is read
         self._disarm()
+        return True
 
     def abort(self) -> None:
         """Close at once, unanswered (the app's ``ABORT``)."""
         self.transport._transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        if self._body_ended:
+            return  # the connection closes after the app's answer: the rest is not read
         if self.transport.lingering:  # type: ignore[attr-defined]
             self._linger_left -= len(data)
             if self._linger_left < 0:
@@ -189,14 +210,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ----------------------------------------------------------------
 
+    def on_url(self, url: bytes) -> None:
+        if not self._body_ended:
+            super().on_url(url)
+
     def on_message_begin(self) -> None:
+        if self._body_ended:
+            return  # the parser goes on through what was read with the body's end
         super().on_message_begin()
         self._trailer_bytes = 0
         if self._timer is None:  # the first request's clock started when it connected
             self._arm(self.loop.time() + self._timeout)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._body_ended:
             return  # refused: the rest of what was read is dropped
         if not self._in_head:  # a trailer of a chunked body: bounded on its own
             self._trailer_bytes += len(name) + len(value) + 4
@@ -205,6 +232,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._body_ended:
+            return
         self._in_head = False
         # the body's clock starts now, a little later than the app's per-chunk deadline
         # (engine/server/http.py), which answers a body that simply stops with the counts
@@ -217,10 +246,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        if self._body_ended:
+            return
         self._deadline += len(body) / MIN_BODY_BYTES_PER_S
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._body_ended:
+            return
         super().on_message_complete()
         self._disarm()  # between requests, uvicorn's keep-alive timeout applies
         self._in_head, self._head_bytes = True, 0  # a next request may follow
@@ -261,12 +294,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, "message_timeout", "Request Timeout")
 
     def _refuse(self, status: int, limit: str, phrase: str) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._body_ended:
             return
         self._hits[limit] += 1
         self._disarm()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.warning("limit_hit listener=http peer=%s limit=%s action=closed status=%d", client, limit, status)
+        if self._end_body(status, f"{phrase.lower()} ({limit})"):
+            return  # mid-body: the app answers, with the counts of what it already took
         if self.cycle is None or not self.cycle.response_started:
             body = f'{{"error": "{phrase.lower()} ({limit})"}}'.encode()
             self.transport.write(
