@@ -59,6 +59,7 @@ _U53 = np.uint64(53)
 _U63 = np.uint64(63)
 _M32 = np.uint64(0xFFFFFFFF)
 _M9 = np.uint64(0x1FF)
+_EXP_SATURATED = 10**17  # exponent digits beyond this add nothing (and cannot overflow)
 _MANT = np.uint64(0x000FFFFFFFFFFFFF)
 _SIGN = np.uint64(0x8000000000000000)
 _UMAX = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -330,7 +331,9 @@ def parse_float(buf, a, b):
         elif buf[p] == 43:
             p += 1
         while p < b:
-            if exp < 100000:
+            # saturate far beyond any offset the literal's own digits can make up for (one
+            # per digit), so a huge exponent stays huge without wrapping int64
+            if exp < _EXP_SATURATED:
                 exp = exp * 10 + (buf[p] - 48)
             p += 1
         if eneg:

@@ -147,6 +147,14 @@ def test_long_mantissas_and_exponents(i, f, e):
     check_float(f"{i}.{f}e{e}")
 
 
+def test_exponents_that_many_digits_make_up_for():
+    # a seven-digit exponent offset by a million digits: the value is ordinary
+    assert float_bits("0." + "0" * 1_000_001 + "1e1000005") == (struct.pack("<d", 1000.0), FLOAT_EXACT)
+    check_float("1" + "0" * 1_000_000 + "e-1000000")  # 1.0, not out of range
+    check_float("1e-99999999999999999999999")  # saturates, and still rounds to zero
+    check_float("1e+99999999999999999999999")
+
+
 def test_fallback_is_rare_on_ordinary_data():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.random(2000), rng.normal(0, 1e6, 2000), rng.uniform(0, 500, 2000).round(2)])
