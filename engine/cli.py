@@ -141,10 +141,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
             on_progress=progress.update if progress else None,
         )
         summary = converter.run(inputs)
-    finally:
         out.close()
         if rejects:
             rejects.close()
+    except BaseException:
+        out.discard()  # no partial file left looking like a result
+        if rejects:
+            rejects.discard()
+        raise
+    finally:
         if progress:
             progress.close()
         for f in inputs:
@@ -195,8 +200,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             last = int(seq)
             batches += 1
             rows += batch.num_rows
-    finally:
         writer.close()
+    except BaseException:
+        writer.discard()
+        raise
     span = (
         f"seq {first}..{last}"
         if batches

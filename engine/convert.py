@@ -8,10 +8,17 @@ arena-full of bytes) and skipped to its end without being buffered whole.
 
 Inputs are treated as one stream of lines, except that each file's unterminated last line
 is a message of its own; dead-letter ``index`` and ``offset`` count across all inputs.
+
+An output file appears only once it is whole: it is written under a hidden name beside it
+and renamed on success, so a conversion that fails part way leaves nothing a reader would
+take for a result (Arrow IPC and Parquet files end in a footer; without it they are
+unreadable).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,9 +36,42 @@ from engine.parser import Parser, Tally, as_uint8
 from kernels.framing import frame_lines
 
 
+class OutputError(OSError):
+    """An output could not hold what was written to it (the CLI, as for any OSError,
+    prints it and exits 1)."""
+
+
 class BatchWriter(Protocol):
     def write_batch(self, batch: pa.RecordBatch, custom_metadata: dict | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+class Output:
+    """Where ``open_batch_writer`` writes: ``close`` when everything is written, or
+    ``discard`` when the run failed (a file output is then removed, never left partial)."""
+
+    def __init__(self, path: str, open_writer: Callable[[str], BatchWriter]) -> None:
+        self.path = path
+        self._target = path
+        if path != "-" and (not os.path.exists(path) or os.path.isfile(path)):
+            head, name = os.path.split(path)
+            self._target = os.path.join(head, f".{name}.partial-{os.getpid()}")
+        self._writer = open_writer(self._target)
+
+    def write_batch(self, batch: pa.RecordBatch, custom_metadata: dict | None = None) -> None:
+        self._writer.write_batch(batch, custom_metadata=custom_metadata)
+
+    def close(self) -> None:
+        self._writer.close()
+        if self._target != self.path:
+            os.replace(self._target, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        if self._target != self.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._target)
 
 
 class _ParquetBatchWriter:
@@ -42,6 +82,7 @@ class _ParquetBatchWriter:
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(path, schema)
+        self._units = {f.name: f.type.unit for f in schema if pa.types.is_timestamp(f.type)}
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
 
@@ -55,7 +96,17 @@ class _ParquetBatchWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=self._rows)
+            try:
+                self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=self._rows)
+            except pa.ArrowInvalid as exc:
+                # Parquet has no seconds unit: timestamp[s] is written in milliseconds, and
+                # a value past +-9.2e15 s (an epoch in ns, say) overflows there
+                hint = (
+                    "; Parquet stores timestamp[s] in milliseconds: bound the field with min/max, or write .arrow"
+                    if "s" in self._units.values()
+                    else ""
+                )
+                raise OutputError(f"Parquet cannot hold this batch: {exc}{hint}") from exc
         self._pending, self._rows = [], 0
 
     def close(self) -> None:
@@ -75,16 +126,16 @@ def output_format(path: str) -> str:
     return formats[suffix]
 
 
-def open_batch_writer(path: str, schema: pa.Schema) -> BatchWriter:
+def open_batch_writer(path: str, schema: pa.Schema) -> Output:
     """A writer for ``output_format(path)``; '-' is an IPC stream on stdout."""
     kind = output_format(path)
     if kind == "stdout":
-        return pa.ipc.new_stream(pa.PythonFile(sys.stdout.buffer, mode="w"), schema)
+        return Output(path, lambda _: pa.ipc.new_stream(pa.PythonFile(sys.stdout.buffer, mode="w"), schema))
     if kind == "parquet":
-        return _ParquetBatchWriter(path, schema)
+        return Output(path, lambda target: _ParquetBatchWriter(target, schema))
     if kind == "ipc-stream":
-        return pa.ipc.new_stream(path, schema)
-    return pa.ipc.new_file(path, schema)
+        return Output(path, lambda target: pa.ipc.new_stream(target, schema))
+    return Output(path, lambda target: pa.ipc.new_file(target, schema))
 
 
 @dataclass

@@ -166,6 +166,24 @@ def test_convert_refuses_outputs_that_would_destroy_inputs_or_each_other(small_c
     assert not (tmp_path / "o.arrow").exists()  # refused before anything was opened
 
 
+def test_a_conversion_that_fails_leaves_no_output_and_says_why(tmp_path, capsys):
+    """Parquet has no seconds unit: a valid timestamp[s] past +-9.2e15 s (an epoch in ns sent
+    to a seconds field) overflows milliseconds. The run fails with the reason, and neither
+    output exists, where a footerless file would look like a result."""
+    config = tmp_path / "ts.yaml"
+    config.write_text('streams:\n  ev:\n    fields:\n      ts: {type: "timestamp[s]"}\n')
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(b'{"ts": 1732579200}\n{"ts": 1732579200000000000}\n{"ts": "x"}\n')
+    out, rejects = tmp_path / "o.parquet", tmp_path / "r.parquet"
+    assert main(["convert", "-q", "-c", str(config), str(src), "-o", str(out), "--rejects", str(rejects)]) == 1
+    err = capsys.readouterr().err
+    assert "Parquet stores timestamp[s] in milliseconds" in err and "1732579200000000000" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson", "ts.yaml"]
+    # the same input converts to Arrow IPC, which keeps seconds
+    assert main(["convert", "-q", "-c", str(config), str(src), "-o", str(tmp_path / "o.arrow")]) == 0
+    assert _read(tmp_path / "o.arrow").column("ts").cast(pa.int64()).to_pylist() == [1732579200, 1732579200000000000]
+
+
 def test_config_paths_are_files_whatever_their_name(tmp_path, capsys):
     assert main(["check", "-c", str(tmp_path / "missing.conf")]) == 2
     assert "cannot read config" in capsys.readouterr().err
