@@ -39,7 +39,8 @@ class Region:
     end: int
     kind: int
     owner: Any = None
-    gap: int = 0  # input bytes skipped just before this region (the rest of an oversize message)
+    gap: int = 0  # input bytes skipped just before this region (the rest of an oversize message;
+    # negative: bytes a framer added before it, an LF or a frame header that was not input)
 
 
 class Arena:

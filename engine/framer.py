@@ -11,16 +11,21 @@ A message longer than ``max_message_bytes`` is never buffered whole: once a pref
 than the limit has arrived, that prefix goes to the sink as a message the kernels reject
 as ``too_large``, so the dead letter shows how it began, and the rest is skipped. How
 many input bytes were skipped goes with the framer's next append (its ``gap``), so that
-dead-letter offsets and byte counts still count the input, not just what was kept.
+dead-letter offsets and byte counts still count the input, not just what was kept; when no
+message follows them (the producer ended or broke while or just after skipping), they go on
+as an append of no messages. Bytes a framer adds (the LF that ends an unterminated last
+line, the header of a cut-off frame) are taken back the same way, as a negative gap.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import numpy as np
 
 from engine.arena import CHUNK_BYTES, FRAMES, LINES
+from engine.batcher import StreamClosed
 from kernels.framing import scan_length_prefixed, scan_lines
 
 __all__ = ["CHUNK_BYTES", "FrameFramer", "LineFramer", "PartialBudget", "warm_framing"]
@@ -124,13 +129,25 @@ class LineFramer:
         """The producer is done: its unterminated last line, if any, is a message."""
         if self._carry and not self._skipping:
             self._put((self._carry, b"\n"), 1)
+            self._gap = -1  # that LF is not input: counts resume one byte back
         self._carry.clear()
+        self._hand_on_gap()
 
     def discard(self) -> int:
         """The connection broke: drop the partial message; returns the bytes dropped."""
         n = len(self._carry)
         self._carry = bytearray()  # a fresh one: a failed append may still view the old
+        with contextlib.suppress(StreamClosed):  # closing: nothing is counted any more
+            self._hand_on_gap()
         return n
+
+    def _hand_on_gap(self) -> None:
+        """The input ended: skipped bytes that no message follows go on by themselves."""
+        if self._skipping:
+            self._gap -= 1  # the LF after the kept prefix stood for one that never came
+            self._skipping = False
+        if self._gap:
+            self._put((), 0)
 
 
 class FrameFramer:
@@ -171,6 +188,7 @@ class FrameFramer:
             if self._skip:
                 k = min(self._skip, n - pos)
                 self._skip -= k
+                self._gap += k  # counted as they arrive: a producer may break off first
                 pos += k
             elif self._carry:
                 pos = self._complete(view, pos)
@@ -204,17 +222,22 @@ class FrameFramer:
             self._carry = bytearray()
             self._skip = length - keep
             self._put((carry,), 1)
-            self._gap = length - keep  # skipped from here on: its place in the input
         return pos
 
     def finish(self) -> None:
         if self._carry:
             # a truncated frame: re-framed whole (its own header becomes its first bytes)
             self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1)
+            self._gap = -4  # that header is not input: counts resume four bytes back
+        if self._gap:
+            self._put((), 0)  # skipped bytes that no message follows
         self._carry.clear()
         self._skip = 0
 
     def discard(self) -> int:
         n = len(self._carry)
         self._carry = bytearray()
+        if self._gap:
+            with contextlib.suppress(StreamClosed):  # closing: nothing is counted any more
+                self._put((), 0)  # skipped bytes still count, though their message is gone
         return n

@@ -134,7 +134,8 @@ def test_oversize_needs_max_plus_two_bytes_and_survives_blanks(line):
     assert sink.appends == []
     framer.feed(line[5:])
     framer.finish()
-    assert sink.appends == [(line[:6] + b"\n", LINES, 1)]
+    # the line's end never came: the LF given to its prefix is taken back
+    assert sink.appends == [(line[:6] + b"\n", LINES, 1), (b"", LINES, 0)] and sink.gaps == [0, len(line) - 7]
 
 
 def test_long_input_is_appended_in_bounded_pieces():
@@ -153,6 +154,26 @@ def test_broken_connection_discards_its_partial_message():
     assert framer.discard() == 5
     framer.finish()
     assert sink.data() == b'{"a":1}\n'
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from([b'{"a":1}', b"x" * 40, b"", b" ", b"y" * 17, b"z" * 18]), max_size=12),
+    terminated=st.booleans(),
+    cut=cuts,
+    end=st.sampled_from(["finish", "discard"]),
+)
+def test_line_framer_accounts_for_every_input_byte(lines, terminated, cut, end):
+    """What the arena gets plus the gaps (skipped bytes, and the LF a framer adds taken back)
+    plus what a broken connection drops is the input, to the byte: dead-letter offsets and
+    byte counts depend on it, also when the input ends inside or right after a skipped line."""
+    data = b"\n".join(lines) + (b"\n" if terminated and lines else b"")
+    sink = Sink()
+    framer = LineFramer(sink, max_message_bytes=16)
+    for piece in _splits(data, cut):
+        framer.feed(piece)
+    dropped = framer.discard() if end == "discard" else framer.finish() or 0
+    assert len(sink.data()) + sum(sink.gaps) + dropped == len(data)
 
 
 def _frame(body: bytes) -> bytes:
@@ -187,6 +208,25 @@ def test_oversize_frame_keeps_max_plus_one_bytes_then_resyncs(step):
     assert consumed == len(out)
     assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"first", big[:11], b"after"]
     assert sum(sink.gaps) == len(big) - 11 and sink.gaps[-1] == len(big) - 11  # before "after"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bodies=st.lists(st.sampled_from([b"", b"ok", b"B" * 11, b"C" * 40]), max_size=8),
+    keep=st.integers(0, 400),
+    cut=cuts,
+    end=st.sampled_from(["finish", "discard"]),
+)
+def test_frame_framer_accounts_for_every_input_byte(bodies, keep, cut, end):
+    """As for lines: an oversize frame's skipped body counts as it arrives (a producer may
+    break off first), and a cut-off frame's added header is taken back."""
+    data = b"".join(_frame(b) for b in bodies)[:keep]
+    sink = Sink()
+    framer = FrameFramer(sink, max_message_bytes=10)
+    for piece in _splits(data, cut):
+        framer.feed(piece)
+    dropped = framer.discard() if end == "discard" else framer.finish() or 0
+    assert len(sink.data()) + sum(sink.gaps) + dropped == len(data)
 
 
 def test_truncated_frame_at_the_end_is_one_message_with_its_header():
