@@ -64,6 +64,11 @@ class EngineCollector(Collector):
             "Partial messages of connections that broke or timed out mid-message (never received).",
             lambda s: s.stats.discarded_partials,
         )
+        yield per_stream(
+            "quiver_messages_dropped",
+            "Whole messages read from producers but never parsed: a shutdown ran out of time.",
+            lambda s: s.stats.dropped,
+        )
         yield per_stream("quiver_blank_lines", "Blank lines skipped by newline framing.", lambda s: s.stats.blank)
         yield per_stream("quiver_received_bytes", "Framed input bytes parsed.", lambda s: s.stats.bytes)
         yield per_stream("quiver_batches", "Record batches parsed.", lambda s: s.stats.batches)

@@ -72,6 +72,7 @@ class StreamStats(Tally):
     bytes: int = 0
     batches: int = 0
     discarded_partials: int = 0  # partial messages of broken connections (never messages)
+    dropped: int = 0  # whole messages read that a shutdown out of time never parsed
 
     def as_dict(self) -> dict:
         return {
@@ -82,6 +83,7 @@ class StreamStats(Tally):
             "bytes": self.bytes,
             "batches": self.batches,
             "discarded_partials": self.discarded_partials,
+            "dropped": self.dropped,
             "errors": dict(self.errors),
         }
 

@@ -42,6 +42,9 @@ from engine.stream import Stream, open_logs
 log = logging.getLogger("quiver.engine")
 
 FLIGHT_STOP_S = 5.0
+#: After shutdown_timeout, the longest shutdown still waits once the consumers holding it up
+#: are dropped, before it drops every consumer.
+LAGGARD_GRACE_S = 10.0
 
 
 class Engine:
@@ -228,25 +231,38 @@ class Engine:
             t.stop()  # each connection reads what its producer already sent, then closes
         for s in self.streams.values():
             s.batcher.hurry()  # no more lingering: POSTs in progress get their answers
-        with anyio.move_on_after(self.shutdown_timeout) as deadline:
-            for h in self.http:
-                await h.stop_accepting()
-            await self._wait_tcp_drained()
-            for s in self.streams.values():
-                s.close()  # the pipelines parse what is left, deliver it, end their topics
-            await self._wait_streams()
-        if deadline.cancelled_caught:
-            log.warning("shutdown_timeout seconds=%s action=dropping consumers", self.shutdown_timeout)
-            for s in self.streams.values():
-                s.close()
-                s.pipeline.abandon_storage()
-                s.batches.drop_all("the service stopped before this consumer caught up")
-                s.rejects.drop_all("the service stopped before this consumer caught up")
-            await self._wait_streams()
+        reason = "the service stopped before this consumer caught up"
+        if not await self._finish_within(self.shutdown_timeout):
+            # first only the consumers that hold the streams up (full queues): the others
+            # still get every batch and a clean end
+            dropped = sum(t.drop_laggards(reason) for s in self.streams.values() for t in (s.batches, s.rejects))
+            log.warning(
+                "shutdown_timeout seconds=%s action=dropped consumers_behind=%d", self.shutdown_timeout, dropped
+            )
+            if not await self._finish_within(min(self.shutdown_timeout, LAGGARD_GRACE_S)):
+                log.warning("shutdown_timeout action=dropping every consumer and unstored work")
+                for s in self.streams.values():
+                    s.close()
+                    s.pipeline.abandon_storage()
+                    s.batches.drop_all(reason)
+                    s.rejects.drop_all(reason)
+                await self._wait_streams()
         for h in self.http:
             h.close()  # live GETs have ended with their topics
         for f in self.flight:
             await self._stop_flight(f)
+
+    async def _finish_within(self, seconds: float) -> bool:
+        """Let producers finish, then the streams: parse what is left, deliver it, end the
+        topics. False if that took longer than ``seconds`` (it may be called again)."""
+        with anyio.move_on_after(seconds) as deadline:
+            for h in self.http:
+                await h.stop_accepting()
+            await self._wait_tcp_drained()
+            for s in self.streams.values():
+                s.close()
+            await self._wait_streams()
+        return not deadline.cancelled_caught
 
     async def _stop_flight(self, f: FlightListener) -> None:
         """Stop a Flight listener, giving up after FLIGHT_STOP_S.

@@ -275,9 +275,13 @@ async def test_an_oversize_line_of_blanks_is_still_counted(config):
 
 
 async def test_a_consumer_that_never_reads_cannot_hold_shutdown_forever():
+    """Dropped at shutdown_timeout, it alone: a consumer that reads still gets every batch
+    and a clean end."""
     cfg = load_config(SERVICE_YAML.replace("arenas: 3", "arenas: 2\n    consumer_queue: 1"))
-    async with Engine(cfg, shutdown_timeout=1) as eng:
-        eng.subscribe("events")  # never read: the pipeline stalls behind it
+    healthy = []
+    async with anyio.create_task_group() as tg, Engine(cfg, shutdown_timeout=1) as eng:
+        stuck = eng.subscribe("events")  # never read: the pipeline stalls behind it
+        tg.start_soon(drain, eng.subscribe("events"), healthy)
         with anyio.move_on_after(2):
             while True:
                 await eng.ingest("events", message(1) + b"\n")
@@ -285,7 +289,8 @@ async def test_a_consumer_that_never_reads_cannot_hold_shutdown_forever():
         started = time.monotonic()
     assert time.monotonic() - started < 20
     assert eng.stats("events")["received"] >= stalled_at
-    assert eng.streams["events"].batches.dropped == 1
+    assert eng.streams["events"].batches.dropped == 1 and stuck.dropped
+    assert len(column(healthy, "seq")) == eng.stats("events")["accepted"]  # drain ended: a clean end
 
 
 async def test_serving_compiles_no_kernel_after_start(config):

@@ -227,6 +227,16 @@ class Topic:
         sub._dropped_event.set()
         log.warning("consumer_dropped topic=%s reason=%r", self.name, reason)
 
+    def drop_laggards(self, reason: str) -> int:
+        """Drop the consumers whose queues are full (under ``block``, those that hold
+        publishing up), and from now on drop rather than wait: shutdown could not wait for
+        them any longer, while the others still get every batch. Returns how many."""
+        self.policy = "disconnect"
+        full = [s for s in self._subscribers if s._send.statistics().current_buffer_used >= self.queue_size]
+        for sub in full:
+            self._drop(sub, reason)
+        return len(full)
+
     def drop_all(self, reason: str) -> None:
         """Drop every consumer (shutdown could not wait for them any longer)."""
         for sub in list(self._subscribers):

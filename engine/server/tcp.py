@@ -299,6 +299,7 @@ class _Producer(asyncio.BufferedProtocol):
         self.ended = True
         dropped = self.outbox.clear()  # only when the stream closed or the listener was cancelled
         if dropped:
+            self.listener._stats.dropped += dropped
             log.warning(
                 "messages_dropped listener=%s peer=%s count=%d reason=%s",
                 self.listener.url,
