@@ -218,6 +218,37 @@ async def test_a_dropped_consumer_that_does_not_read_is_disconnected(monkeypatch
             await anyio.to_thread.run_sync(read_to_the_end)
 
 
+async def test_a_dropped_consumer_that_reads_gets_what_was_queued_then_a_failure_not_an_end():
+    """An end (the IPC end marker, the last chunk) would tell it the stream was whole."""
+    got: dict[str, object] = {"seqs": []}
+    async with Engine(load_config(WIDE_YAML)) as eng:
+        url = f"{eng.http[0].url}/v1/streams/wide/arrow"
+        topic = eng.streams["wide"].batches
+
+        def slow_reader() -> None:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as resp:
+                    for batch in pa.ipc.open_stream(resp):
+                        got["seqs"].extend(batch.column("seq").to_pylist())
+                        time.sleep(0.01)  # slower than the producer below
+                got["end"] = "clean"
+            except Exception as exc:  # noqa: BLE001 - which error depends on where the cut falls
+                got["end"] = exc
+
+        reader = threading.Thread(target=slow_reader)
+        reader.start()
+        await wait_until(lambda: topic.consumers == 1)
+        seq = 0
+        blob = b"x" * 400
+        while not topic.dropped:
+            await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
+            seq += 200
+            assert seq < 400_000, "the consumer was never dropped"
+        await anyio.to_thread.run_sync(reader.join, 60)
+    assert isinstance(got["end"], Exception), got["end"]
+    assert got["seqs"] == list(range(len(got["seqs"])))  # what it got, it got in order, whole
+
+
 async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdown(config):
     got: dict[str, pa.Table] = {}
 

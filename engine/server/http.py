@@ -48,7 +48,7 @@ from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.server.access import bearer_matches
-from engine.server.http_protocol import ABORT, BODY_ERROR, BoundedHttpToolsProtocol
+from engine.server.http_protocol import ABORT, BODY_ERROR, CUT, BoundedHttpToolsProtocol
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -409,6 +409,12 @@ class HttpApi:
                     writer.close()  # end-of-stream marker: the reader ends cleanly
                 except ConsumerDropped as exc:
                     log.warning("consumer_dropped transport=http topic=%s reason=%r", topic.name, str(exc))
+                    cut = scope.get("extensions", {}).get(CUT)
+                    if cut is not None:
+                        # what was queued for it is sent, but no end: an end (the IPC end
+                        # marker, the last chunk) would tell the reader it had everything
+                        cut()
+                        await anyio.sleep_forever()  # until the disconnect cancels the group
                 await sink.send(send, more_body=False)
                 tg.cancel_scope.cancel()
         finally:
@@ -416,8 +422,8 @@ class HttpApi:
 
     @staticmethod
     async def _abort_if_dropped(sub: Subscription, abort: Callable[[], None], topic: str) -> None:
-        """A dropped consumer that reads gets what was queued for it and the end of its
-        stream; one that does not is stuck in a write, holding those batches and a full
+        """A dropped consumer that reads gets what was queued for it, then its response is
+        cut short (so it fails rather than ends); one that does not is stuck in a write, holding those batches and a full
         socket buffer for as long as it stays connected: abort it (this task ends with the
         stream otherwise)."""
         await sub.wait_dropped()

@@ -36,7 +36,8 @@ trailers over the limit or at the client's FIN ends there for the app, which ans
 before the fault; ``BODY_ERROR`` in the scope's extensions holds the status and reason),
 instead of a bare 400, 408 or 431; and the app can abort a connection
 outright through the ``ABORT`` extension (a live stream whose consumer was dropped while
-it did not read). Everything else is uvicorn's.
+it did not read), or end it with its response cut short through ``CUT`` (a live stream
+whose consumer was dropped: an end would tell it the stream was whole). Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ LINGER_S = 2.0
 LINGER_BYTES = 16 << 20
 #: The key, in a request scope's ``extensions``, of a callable that aborts its connection.
 ABORT = "quiver.abort"
+#: The key, in a request scope's ``extensions``, of a callable that ends its connection
+#: after what was already sent, leaving the response unfinished (a chunked body without its
+#: last chunk): the client reads it as cut short, a failure, where an end says "whole".
+CUT = "quiver.cut"
 #: The key, in a request scope's ``extensions``, of why its body broke off (absent if not).
 BODY_ERROR = "quiver.body_error"
 
@@ -185,6 +190,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Close at once, unanswered (the app's ``ABORT``)."""
         self.transport._transport.abort()  # type: ignore[attr-defined]
 
+    def cut(self) -> None:
+        """Close once what was written is sent, the response unfinished (the app's ``CUT``)."""
+        self.transport._transport.close()  # type: ignore[attr-defined]
+
     def data_received(self, data: bytes) -> None:
         if self._body_ended:
             return  # the connection closes after the app's answer: the rest is not read
@@ -242,7 +251,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._hits["max_connections"] += 1  # uvicorn answers 503 (and logs it)
-        self.scope.setdefault("extensions", {})[ABORT] = self.abort  # type: ignore[union-attr]
+        extensions = self.scope.setdefault("extensions", {})  # type: ignore[union-attr]
+        extensions[ABORT] = self.abort
+        extensions[CUT] = self.cut
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
