@@ -293,14 +293,34 @@ async def _serve(cfg: Config, started: float) -> tuple[int, int]:
 
     from engine.service import Engine
 
+    log = logging.getLogger("quiver.cli")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with Engine(cfg) as eng:
-            ready = time.perf_counter() - started
-            print(f"quiver ready in {ready:.2f}s: " + "  ".join(eng.endpoints), flush=True)
-            async for signum in signals:
-                logging.getLogger("quiver.cli").info("signal name=%s", signal.Signals(signum).name)
-                break
+        async with anyio.create_task_group() as tg:
+            async with Engine(cfg) as eng:
+                ready = time.perf_counter() - started
+                print(f"quiver ready in {ready:.2f}s: " + "  ".join(eng.endpoints), flush=True)
+                async for signum in signals:
+                    log.info("signal name=%s", signal.Signals(signum).name)
+                    break
+                tg.start_soon(_exit_on_second_signal, signals)
+            tg.cancel_scope.cancel()  # stopped in time
     return 0, eng.stops_left_running
+
+
+async def _exit_on_second_signal(signals) -> None:
+    """A second SIGINT or SIGTERM during the shutdown drain (up to shutdown_timeout and
+    more) means "now": exit 1 at once. Nothing durable is at risk: segments survive a kill
+    -9, and a torn tail is repaired at the next start."""
+    import signal
+
+    async for signum in signals:
+        logging.getLogger("quiver.cli").warning(
+            "signal name=%s again action=exiting now, the shutdown drain unfinished", signal.Signals(signum).name
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:

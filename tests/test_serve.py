@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from engine.cli import main
 from tests.live import SERVICE_YAML, message, send_tcp
@@ -197,6 +200,43 @@ def test_serve_exits_on_sigterm_beside_a_flight_client_that_stopped_reading(tmp_
         assert proc.wait(FLIGHT_STOP_S + 30) == 0
         assert time.monotonic() - t0 < FLIGHT_STOP_S + 10
         assert "flight_stop_abandoned" in proc.stderr.read()
+        del reader
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
+    """The drain may wait up to shutdown_timeout (30 s) for a consumer that is not reading:
+    a second signal is the operator saying "now"."""
+    config = tmp_path / "serve.yaml"
+    config.write_text(STUCK_FLIGHT_YAML.replace("slow_consumer: disconnect", "slow_consumer: block"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = _ready_line(proc)
+        tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+)", line).group(1))
+        grpc = re.search(r"(grpc://127\.0\.0\.1:\d+)", line).group(1)
+        import pyarrow.flight as fl
+
+        reader = fl.connect(grpc).do_get(fl.Ticket(b"events"))  # opened, never read: holds the stream up
+        time.sleep(0.3)
+        producer = socket.create_connection(("127.0.0.1", tcp))
+        producer.settimeout(3)
+        with contextlib.suppress(TimeoutError):  # the stream is held up: it stops reading
+            producer.sendall(b"\n".join(b'{"seq":%d,"name":"%s"}' % (i, b"p" * 400) for i in range(100_000)))
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(2)  # draining, held up by the consumer
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 1
+        assert "again action=exiting now" in proc.stderr.read()
+        producer.close()
         del reader
     finally:
         if proc.poll() is None:
