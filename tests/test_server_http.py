@@ -147,6 +147,22 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer
     assert head.startswith(b"HTTP/1.1 200") and json.loads(text)["accepted"] == 10
 
 
+async def test_live_streams_take_only_get(config):
+    def answer(url: str, method: str):
+        data = b"{}" if method in ("POST", "PUT") else None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data, method=method), timeout=30) as resp:
+                return resp.status, resp.headers["allow"]
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers["allow"]
+
+    async with Engine(config) as eng:
+        for path in ("/v1/streams/events/arrow", "/v1/streams/events/rejects/arrow"):
+            for method in ("POST", "HEAD", "PUT"):  # HEAD too: the GET answer never ends
+                got = await anyio.to_thread.run_sync(answer, eng.http[0].url + path, method)
+                assert got == (405, "GET"), (path, method)
+
+
 async def test_pipelined_requests_then_a_half_close_get_every_answer(config):
     body = b"".join(message(i) + b"\n" for i in range(3))
     post = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body

@@ -235,7 +235,9 @@ class HttpApi:
             if method != "POST":
                 return await refuse(send, 405, {"error": "use POST"}, ((b"allow", b"POST"),))
             return await self._post(scope, receive, send, stream)
-        if tail in (["arrow"], ["rejects", "arrow"]) and method == "GET":
+        if tail in (["arrow"], ["rejects", "arrow"]):
+            if method != "GET":  # HEAD too: the answer is an endless stream
+                return await refuse(send, 405, {"error": "use GET"}, ((b"allow", b"GET"),))
             topic = stream.batches if tail == ["arrow"] else stream.rejects
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             start = _parse_start(query.get("from", ["latest"])[-1])
