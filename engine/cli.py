@@ -227,10 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if stops_left_running:
         # a Flight stop still waits on a client that stopped reading; everything of ours is
         # closed and flushed, so end here instead of in interpreter teardown beside it
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit_now(code)
     return code
 
 
@@ -293,34 +290,45 @@ async def _serve(cfg: Config, started: float) -> tuple[int, int]:
 
     from engine.service import Engine
 
-    log = logging.getLogger("quiver.cli")
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
+            ready, stop = anyio.Event(), anyio.Event()
+            tg.start_soon(_watch_signals, signals, ready, stop)
             async with Engine(cfg) as eng:
-                ready = time.perf_counter() - started
-                print(f"quiver ready in {ready:.2f}s: " + "  ".join(eng.endpoints), flush=True)
-                async for signum in signals:
-                    log.info("signal name=%s", signal.Signals(signum).name)
-                    break
-                tg.start_soon(_exit_on_second_signal, signals)
+                ready.set()
+                print(f"quiver ready in {time.perf_counter() - started:.2f}s: " + "  ".join(eng.endpoints), flush=True)
+                await stop.wait()
             tg.cancel_scope.cancel()  # stopped in time
     return 0, eng.stops_left_running
 
 
-async def _exit_on_second_signal(signals) -> None:
-    """A second SIGINT or SIGTERM during the shutdown drain (up to shutdown_timeout and
-    more) means "now": exit 1 at once. Nothing durable is at risk: segments survive a kill
-    -9, and a torn tail is repaired at the next start."""
+async def _watch_signals(signals, ready, stop) -> None:  # noqa: ANN001 - anyio's own types
+    """SIGINT or SIGTERM: during start-up (a cold kernel compile takes minutes), exit 0 at
+    once, since nothing was taken yet; once serving, stop (the drain may take up to
+    shutdown_timeout and more); a second one during that drain means "now": exit 1 at once.
+    Nothing durable is at risk either way: segments survive a kill -9, and a torn tail is
+    repaired at the next start."""
     import signal
 
+    log = logging.getLogger("quiver.cli")
     async for signum in signals:
-        logging.getLogger("quiver.cli").warning(
-            "signal name=%s again action=exiting now, the shutdown drain unfinished", signal.Signals(signum).name
-        )
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+        name = signal.Signals(signum).name
+        if not ready.is_set():
+            log.info("signal name=%s during start-up action=exiting now", name)
+            _exit_now(0)
+        if not stop.is_set():
+            log.info("signal name=%s", name)
+            stop.set()
+            continue
+        log.warning("signal name=%s again action=exiting now, the shutdown drain unfinished", name)
+        _exit_now(1)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -160,6 +160,9 @@ class Engine:
             logs = None if data_dir is None else await anyio.to_thread.run_sync(open_logs, cfg, data_dir)
             self.streams[name] = Stream(cfg, slot, self.threads, logs)
         for s in self.streams.values():
+            log.info(
+                "warming stream=%s (kernels load from Numba's cache; the first start compiles them, minutes)", s.name
+            )
             await anyio.to_thread.run_sync(self._warm, s)
         tg = await stack.enter_async_context(anyio.create_task_group())
         self._tg = tg

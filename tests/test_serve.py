@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -238,6 +239,32 @@ def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
         assert "again action=exiting now" in proc.stderr.read()
         producer.close()
         del reader
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_signal_during_start_up_exits_at_once(tmp_path: Path):
+    """A cold start compiles the kernels for minutes; SIGTERM then means "do not start"."""
+    config = tmp_path / "serve.yaml"
+    config.write_text(SERVICE_YAML)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold-cache")}  # nothing cached: a long start
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "warming stream=" not in (line := proc.stderr.readline()):
+            assert line and time.monotonic() < deadline, "no warming line"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert "during start-up action=exiting now" in proc.stderr.read()
+        assert "quiver ready" not in proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
