@@ -142,6 +142,14 @@ class Parser:
     """
 
     def __init__(self, stream: StreamConfig, *, threads: int | None = None) -> None:
+        if not isinstance(stream, StreamConfig):
+            raise TypeError(
+                f"Parser takes one stream's config, such as load_config(...).streams['events']; got {type(stream).__name__}"
+            )
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads: expected 1 or more; got {threads}")
+            threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # as kernels.threads: all there are
         if stream.limits is None:
             stream = stream.model_copy(update={"limits": _default_limits()})
         self.stream = stream
@@ -253,8 +261,14 @@ class Parser:
         return self.parse_spans(buf, starts, ends)
 
     def parse_messages(self, messages: Sequence[bytes]) -> ParseResult:
-        """Parse pre-framed messages; each is one JSON object and may contain newlines."""
-        lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+        """Parse pre-framed messages; each is one JSON object and may contain newlines.
+
+        Each is any bytes-like object; its bytes are the message, whatever its item size
+        (``len`` of an ``array('I')`` or a cast memoryview counts items, not bytes)."""
+        if set(map(type, messages)) <= {bytes, bytearray}:
+            lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+        else:
+            lengths = np.fromiter((memoryview(m).nbytes for m in messages), np.int64, len(messages))
         ends = np.cumsum(lengths)
         starts = ends - lengths
         buf = np.frombuffer(b"".join(messages), np.uint8)

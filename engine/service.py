@@ -117,6 +117,8 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
+        if self._stack is not None:  # its streams and listeners are gone for good once closed
+            raise RuntimeError("an Engine runs once: make a new Engine to serve again")
         started = time.perf_counter()
         stack = AsyncExitStack()
         await stack.__aenter__()

@@ -506,3 +506,34 @@ def test_the_kernel_clears_reused_outputs(all_types_parser):
     assert cols.ints[by_name["i64"].slot].tolist() == [0, 5]
     assert cols.floats[by_name["f64"].slot].tolist() == [0.0, 0.0]
     assert cols.spans[by_name["s"].span_slot, :, tb.SPAN_LEN].tolist() == [0, 2]
+
+
+def test_parse_messages_takes_each_item_s_bytes_whatever_its_item_size():
+    """len() of an array('I') or a cast memoryview counts items: framing by it split
+    messages apart and lost the last ones."""
+    import array
+
+    parser = engine.Parser(engine.load_config("streams:\n  s:\n    fields: {ts: {type: int64}}\n").streams["s"])
+    items = [
+        memoryview(b'{"ts": 1}   ').cast("I"),
+        b'{"ts": 2}',
+        bytearray(b'{"ts":3}'),
+        np.frombuffer(b'{"ts":4}', np.uint8),
+        array.array("I", b'{"ts": 5}   '),
+        np.frombuffer(b'{"ts": 6}   ', np.uint32),
+    ]
+    r = parser.parse_messages(items)
+    assert (r.accepted, r.rejected) == (6, 0)
+    assert r.batch.column("ts").to_pylist() == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(TypeError, match="bytes-like"):
+        parser.parse_messages([b"{}", None])
+
+
+def test_parser_arguments_are_checked_where_they_are_given():
+    cfg = engine.load_config("streams:\n  s:\n    fields: {ts: {type: int64}}\n")
+    with pytest.raises(TypeError, match=r"streams\['events'\]"):
+        engine.Parser(cfg)
+    with pytest.raises(ValueError, match="threads: expected 1 or more; got 0"):
+        engine.Parser(cfg.streams["s"], threads=0)
+    many = engine.Parser(cfg.streams["s"], threads=10_000)  # all there are, as kernels.threads
+    assert many.parse_ndjson(b'{"ts":1}\n').accepted == 1

@@ -293,6 +293,16 @@ async def test_a_consumer_that_never_reads_cannot_hold_shutdown_forever():
     assert len(column(healthy, "seq")) == eng.stats("events")["accepted"]  # drain ended: a clean end
 
 
+async def test_an_engine_runs_once(config):
+    eng = Engine(config)
+    async with eng:
+        endpoints = eng.endpoints
+    with pytest.raises(RuntimeError, match="runs once"):
+        async with eng:
+            pass
+    assert eng.endpoints == endpoints  # no second set of listeners, left running
+
+
 async def test_serving_compiles_no_kernel_after_start(config):
     """Start-up warms every kernel a batch needs: a first batch that compiled one would
     stall its stream for seconds (minutes on a cold cache), after the ready line."""
