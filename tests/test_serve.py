@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,27 @@ import pytest
 
 from engine.cli import main
 from tests.live import SERVICE_YAML, message, send_tcp
+
+
+@contextlib.contextmanager
+def _service(tmp_path: Path, yaml: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """``quiver serve`` on ``yaml`` as a subprocess (stdout and stderr piped), killed if
+    the test leaves it running."""
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _ready_line(proc: subprocess.Popen) -> str:
@@ -34,15 +56,7 @@ def _ready_line(proc: subprocess.Popen) -> str:
 
 
 def test_serve_runs_until_sigterm_and_delivers_everything(tmp_path: Path):
-    config = tmp_path / "serve.yaml"
-    config.write_text(SERVICE_YAML)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _service(tmp_path, SERVICE_YAML) as proc:
         line = _ready_line(proc)
         tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+) \(events, newline\)", line).group(1))
         http = re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1)
@@ -68,10 +82,6 @@ def test_serve_runs_until_sigterm_and_delivers_everything(tmp_path: Path):
         assert got["table"].column("seq").to_pylist() == list(range(1000))
         logs = proc.stderr.read()
         assert "signal name=SIGTERM" in logs and "stopped stats=" in logs
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_serve_reports_a_bad_config_with_its_key_path(tmp_path: Path, capsys):
@@ -179,15 +189,7 @@ def test_serve_exits_on_sigterm_beside_a_flight_client_that_stopped_reading(tmp_
 
     from engine.service import FLIGHT_STOP_S
 
-    config = tmp_path / "serve.yaml"
-    config.write_text(STUCK_FLIGHT_YAML)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _service(tmp_path, STUCK_FLIGHT_YAML) as proc:
         line = _ready_line(proc)
         tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+)", line).group(1))
         grpc = re.search(r"(grpc://127\.0\.0\.1:\d+)", line).group(1)
@@ -202,24 +204,12 @@ def test_serve_exits_on_sigterm_beside_a_flight_client_that_stopped_reading(tmp_
         assert time.monotonic() - t0 < FLIGHT_STOP_S + 10
         assert "flight_stop_abandoned" in proc.stderr.read()
         del reader
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
     """The drain may wait up to shutdown_timeout (30 s) for a consumer that is not reading:
     a second signal is the operator saying "now"."""
-    config = tmp_path / "serve.yaml"
-    config.write_text(STUCK_FLIGHT_YAML.replace("slow_consumer: disconnect", "slow_consumer: block"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _service(tmp_path, STUCK_FLIGHT_YAML.replace("slow_consumer: disconnect", "slow_consumer: block")) as proc:
         line = _ready_line(proc)
         tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+)", line).group(1))
         grpc = re.search(r"(grpc://127\.0\.0\.1:\d+)", line).group(1)
@@ -239,25 +229,12 @@ def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
         assert "again action=exiting now" in proc.stderr.read()
         producer.close()
         del reader
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_signal_during_start_up_exits_at_once(tmp_path: Path):
     """A cold start compiles the kernels for minutes; SIGTERM then means "do not start"."""
-    config = tmp_path / "serve.yaml"
-    config.write_text(SERVICE_YAML)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold-cache")}  # nothing cached: a long start
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "-c", str(config), "--log-level", "info"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with _service(tmp_path, SERVICE_YAML, env=env) as proc:
         deadline = time.monotonic() + 120
         while "warming stream=" not in (line := proc.stderr.readline()):
             assert line and time.monotonic() < deadline, "no warming line"
@@ -265,7 +242,3 @@ def test_a_signal_during_start_up_exits_at_once(tmp_path: Path):
         assert proc.wait(15) == 0
         assert "during start-up action=exiting now" in proc.stderr.read()
         assert "quiver ready" not in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
