@@ -290,15 +290,25 @@ async def _serve(cfg: Config, started: float) -> tuple[int, int]:
 
     from engine.service import Engine
 
+    failure: Exception | None = None
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
             ready, stop = anyio.Event(), anyio.Event()
             tg.start_soon(_watch_signals, signals, ready, stop)
-            async with Engine(cfg) as eng:
-                ready.set()
-                print(f"quiver ready in {time.perf_counter() - started:.2f}s: " + "  ".join(eng.endpoints), flush=True)
-                await stop.wait()
-            tg.cancel_scope.cancel()  # stopped in time
+            try:
+                async with Engine(cfg) as eng:
+                    ready.set()
+                    print(
+                        f"quiver ready in {time.perf_counter() - started:.2f}s: " + "  ".join(eng.endpoints), flush=True
+                    )
+                    await stop.wait()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, as itself
+                # raised out of the task group it would come wrapped in an ExceptionGroup,
+                # past main()'s handling of refusals (a locked data_dir, a missing token)
+                failure = exc
+            tg.cancel_scope.cancel()  # stopped (or failed) in time
+    if failure is not None:
+        raise failure
     return 0, eng.stops_left_running
 
 

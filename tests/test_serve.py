@@ -91,6 +91,23 @@ def test_serve_reports_a_bad_config_with_its_key_path(tmp_path: Path, capsys):
     assert "listen.3.kind" in capsys.readouterr().err
 
 
+def test_serve_refuses_to_start_with_one_line_and_its_exit_code(tmp_path: Path, capsys, monkeypatch):
+    """Refusals found while starting (after the config loaded) are as plain as config errors."""
+    monkeypatch.delenv("QUIVER_TEST_NO_TOKEN", raising=False)
+    config = tmp_path / "auth.yaml"
+    config.write_text(SERVICE_YAML + "auth: {token_env: QUIVER_TEST_NO_TOKEN}\n")
+    assert main(["serve", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "quiver: auth.token_env: environment variable QUIVER_TEST_NO_TOKEN is not set (or empty)"
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(SERVICE_YAML + f"data_dir: {tmp_path / 'data'}\n")
+    with _service(tmp_path, locked.read_text()) as first:
+        _ready_line(first)
+        assert main(["serve", "-c", str(locked)]) == 1  # the data_dir is the first one's
+        err = capsys.readouterr().err
+        assert err.startswith("quiver: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def _serve(config: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "serve", "-c", str(config)],
