@@ -41,7 +41,9 @@ def open_logs(config: StreamConfig, data_dir: str | os.PathLike[str]) -> tuple[S
         retain_age_s=config.retention.max_age_s,
     )
     root = Path(data_dir)
-    batches = SegmentLog.open(root / config.name, compile_schema(config).arrow_schema, policy)
+    schema = compile_schema(config)
+    enums = {c.name: pa.array(c.enum_values, pa.string()) for c in schema.columns if c.enum_values}
+    batches = SegmentLog.open(root / config.name, schema.arrow_schema, policy, enums)
     try:
         rejects = SegmentLog.open(root / f"{config.name}.rejects", DEAD_LETTER_SCHEMA, policy)
     except BaseException:

@@ -235,6 +235,30 @@ def test_a_changed_schema_is_refused(tmp_path):
         SegmentLog.open(tmp_path, pa.schema([("id", pa.int32())]), SegmentPolicy())
 
 
+def test_changed_enum_values_are_refused(tmp_path):
+    """The schema says dictionary<int32, string> whatever the values: stored indices read
+    against reordered or extended values would be other values."""
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(), {"tag": TAGS})
+    append(log, 2)
+    log.close()
+    for changed in (["c", "b", "a"], ["a", "b", "c", "d"], ["a", "b"]):
+        with pytest.raises(LogError, match="different schema"):
+            SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(), {"tag": pa.array(changed)})
+    SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(), {"tag": TAGS}).close()  # unchanged: fine
+
+
+def test_a_roll_cut_off_before_its_schema_does_not_hide_a_changed_schema(tmp_path):
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(max_bytes=1))  # each batch rolls
+    append(log, 3)
+    log.close()
+    newest = sorted(tmp_path.glob("*.arrow"))[-1]
+    open(tmp_path / f"{int(newest.stem) + 1:020d}.arrow", "wb").close()  # kill -9 mid-roll: 0 bytes
+    with pytest.raises(LogError, match="different schema"):
+        SegmentLog.open(tmp_path, pa.schema([("id", pa.int32())]), SegmentPolicy())
+    with pytest.raises(LogError, match="different schema"):
+        SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(), {"tag": pa.array(["b", "a", "c"])})
+
+
 def test_readonly_open_repairs_nothing(tmp_path):
     log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy())
     append(log, 3)  # still open: no end-of-stream marker yet

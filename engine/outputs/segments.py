@@ -92,12 +92,30 @@ class SegmentPolicy:
     retain_age_s: float | None = None
 
 
+def _has_schema(path: Path) -> bool:
+    try:
+        with pa.OSFile(str(path)) as f:
+            pa.ipc.open_stream(f)
+        return True
+    except (pa.ArrowException, OSError):
+        return False
+
+
 class SegmentLog:
     """The on-disk log of one topic (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike[str], schema: pa.Schema, policy: SegmentPolicy) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        schema: pa.Schema,
+        policy: SegmentPolicy,
+        dictionaries: dict[str, pa.Array] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.schema = schema.remove_metadata()
+        # the values of dictionary (enum) columns: the schema alone does not hold them, and
+        # stored indices read against other values would be other values
+        self.dictionaries = dictionaries or {}
         self.policy = policy
         self._lock = threading.Lock()
         self._segments: list[Segment] = []
@@ -111,9 +129,17 @@ class SegmentLog:
     # -- opening and recovery -------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], schema: pa.Schema, policy: SegmentPolicy) -> SegmentLog:
-        """Open (creating the directory) and recover: truncate a torn tail, resume numbering."""
-        self = cls(directory, schema, policy)
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        schema: pa.Schema,
+        policy: SegmentPolicy,
+        dictionaries: dict[str, pa.Array] | None = None,
+    ) -> SegmentLog:
+        """Open (creating the directory) and recover: truncate a torn tail, resume numbering.
+        Stored batches whose schema or enum values differ from ``schema`` and
+        ``dictionaries`` refuse the open (LogError)."""
+        self = cls(directory, schema, policy, dictionaries)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._scan(repair=True)
         self.enforce_retention()
@@ -144,6 +170,10 @@ class SegmentLog:
         if not files:
             return
         first, path = files[-1]
+        if repair and len(files) > 1 and not _has_schema(path):
+            # a roll cut off before the new segment got its schema (kill -9): the one before
+            # still says what the stored batches are
+            self._check_stored(files[-2][1])
         last = self._recover(first, path, repair)
         self._segments.append(last)
         self._next_seq = last.next_seq
@@ -163,6 +193,8 @@ class SegmentLog:
                     if meta is None or int(meta.get(SEQ_KEY, b"-1")) != seq:
                         break  # not the batch that must come next: treat the rest as torn
                     batch.validate(full=True)
+                    if repair and seq == first:
+                        self._check_dictionaries(batch, path)
                     seq += 1
                     good_end = f.tell()
             except StopIteration:
@@ -172,10 +204,7 @@ class SegmentLog:
                 # length can also read as a huge allocation or an unknown type)
                 pass
         if schema is not None and repair and not schema.equals(self.schema, check_metadata=False):
-            raise LogError(
-                f"{path}: its batches have a different schema than the stream's fields now declare; "
-                f"move {self.directory} away (or restore the old fields) before starting"
-            )
+            raise self._changed(path)
         clean = size == good_end + len(EOS) and _tail(path, len(EOS)) == EOS
         if repair and not clean:
             if schema is None:  # not even the schema survived: rewrite an empty segment
@@ -192,6 +221,29 @@ class SegmentLog:
             log.warning("segment_repaired path=%s kept_batches=%d dropped_bytes=%d", path, seq - first, size - good_end)
         st = path.stat()
         return Segment(first, path, seq, st.st_size, st.st_mtime, True)
+
+    def _changed(self, path: Path) -> LogError:
+        return LogError(
+            f"{path}: its batches have a different schema than the stream's fields now declare; "
+            f"move {self.directory} away (or restore the old fields) before starting"
+        )
+
+    def _check_dictionaries(self, batch: pa.RecordBatch, path: Path) -> None:
+        for name, values in self.dictionaries.items():
+            i = batch.schema.get_field_index(name)
+            if i >= 0 and not batch.column(i).dictionary.equals(values):
+                raise self._changed(path)  # enum values added, removed or reordered
+
+    def _check_stored(self, path: Path) -> None:
+        """The schema and enum values of a closed segment against the stream's."""
+        try:
+            with pa.OSFile(str(path)) as f:
+                reader = pa.ipc.open_stream(f)
+                if not reader.schema.equals(self.schema, check_metadata=False):
+                    raise self._changed(path)
+                self._check_dictionaries(reader.read_next_batch(), path)
+        except (StopIteration, pa.ArrowException, OSError):
+            pass  # no batch to compare (or unreadable: replay reports that where it is)
 
     # -- writing --------------------------------------------------------------------------
 
