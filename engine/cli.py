@@ -173,7 +173,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Retained batches of a stream's segment log -> one file (the service may be running)."""
     from engine.convert import open_batch_writer
-    from engine.outputs.segments import SEQ_KEY, SegmentLog
+    from engine.outputs.segments import SEQ_KEY, LogError, SegmentLog, SeqOutOfRange
 
     for flag, seq in (("--from", args.from_seq), ("--to", args.to_seq)):
         if seq is not None and seq < 0:
@@ -201,6 +201,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             batches += 1
             rows += batch.num_rows
         writer.close()
+    except LogError:
+        writer.close()  # damage: every batch before it, as a whole file, then the error
+        print(f"exported {batches} batches, {rows} rows before the damage -> {args.output}", file=sys.stderr)
+        raise
+    except SeqOutOfRange as exc:
+        writer.discard()
+        raise LogError(
+            f"{name}: seq {exc.seq} was deleted by retention while it was being exported "
+            f"(now retained: {exc.first}..{exc.next - 1}); export a later range with --from"
+        ) from None
     except BaseException:
         writer.discard()
         raise

@@ -265,6 +265,33 @@ async def test_export_writes_retained_batches(tmp_path, capsys):
     assert nxt > 4
 
 
+async def test_export_keeps_what_came_before_damage_and_reads_past_a_roll_in_progress(tmp_path, capsys):
+    cfg_path = tmp_path / "q.yaml"
+    data_dir = tmp_path / "data"
+    text = SERVICE_YAML.replace("    arenas: 3\n", "    arenas: 3\n    segments: {max_bytes: 4KiB}\n")
+    cfg_path.write_text(text + f"data_dir: {data_dir}\n")
+    async with Engine(load_config(cfg_path)) as eng:
+        for k in range(8):
+            await eng.ingest("events", submission(k * 50, 50))
+        nxt = eng.topics()["events"].next_seq
+    files = sorted((data_dir / "events").glob("*.arrow"))
+    assert len(files) > 2
+    # a roll another process is in the middle of: the newest segment has no schema yet
+    (data_dir / "events" / f"{nxt:020d}.arrow").write_bytes(b"")
+    out = tmp_path / "all.arrow"
+    assert main(["export", "-c", str(cfg_path), "--stream", "events", "-o", str(out)]) == 0
+    assert sorted(pa.ipc.open_file(out).read_all().column("seq").to_pylist()) == list(range(400))
+    # damage in the second segment: the export is an error, with every batch before it kept
+    second = files[1].read_bytes()
+    files[1].write_bytes(second[: len(second) // 2])
+    part = tmp_path / "part.arrow"
+    assert main(["export", "-c", str(cfg_path), "--stream", "events", "-o", str(part)]) == 1
+    err = capsys.readouterr().err
+    assert files[1].name in err and "before the damage" in err
+    kept = pa.ipc.open_file(part).read_all().column("seq").to_pylist()
+    assert 0 < len(kept) < 400 and kept == sorted(kept) == list(range(len(kept)))
+
+
 async def test_an_http_consumer_reconnecting_at_last_plus_one_sees_every_batch_once(tmp_path):
     """Over the real HTTP Arrow stream: read a little, hang up, reconnect with
     ``from=<last seq + 1>`` while producers keep going; every batch exactly once."""

@@ -92,13 +92,13 @@ class SegmentPolicy:
     retain_age_s: float | None = None
 
 
-def _has_schema(path: Path) -> bool:
+def _schema_of(path: Path) -> pa.Schema | None:
+    """A segment's schema, or None if it has none (yet) or is gone."""
     try:
         with pa.OSFile(str(path)) as f:
-            pa.ipc.open_stream(f)
-        return True
+            return pa.ipc.open_stream(f).schema
     except (pa.ArrowException, OSError):
-        return False
+        return None
 
 
 class SegmentLog:
@@ -153,10 +153,11 @@ class SegmentLog:
         if not path.is_dir():
             raise LogError(f"{path}: no such segment directory")
         files = _segment_files(path)
-        if not files:
+        # the newest segment may be a roll's, its schema not written yet, and retention may
+        # delete the oldest at any moment: the schema is the newest one that can be read
+        schema = next((s for _, p in reversed(files) if (s := _schema_of(p)) is not None), None)
+        if schema is None:
             raise LogError(f"{path}: holds no segments")
-        with pa.OSFile(str(files[-1][1])) as f:
-            schema = pa.ipc.open_stream(f).schema
         self = cls(path, schema, SegmentPolicy())
         self._scan(repair=False)
         self._closed = True  # no appends
@@ -165,12 +166,15 @@ class SegmentLog:
     def _scan(self, repair: bool) -> None:
         files = _segment_files(self.directory)
         for (first, path), nxt in zip(files, files[1:], strict=False):
-            st = path.stat()
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # (read-only) another process's retention deleted it
+                continue
             self._segments.append(Segment(first, path, nxt[0], st.st_size, st.st_mtime, True))
         if not files:
             return
         first, path = files[-1]
-        if repair and len(files) > 1 and not _has_schema(path):
+        if repair and len(files) > 1 and _schema_of(path) is None:
             # a roll cut off before the new segment got its schema (kill -9): the one before
             # still says what the stored batches are
             self._check_stored(files[-2][1])
