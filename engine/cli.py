@@ -208,8 +208,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except SeqOutOfRange as exc:
         writer.discard()
         raise LogError(
-            f"{name}: seq {exc.seq} was deleted by retention while it was being exported "
-            f"(now retained: {exc.first}..{exc.next - 1}); export a later range with --from"
+            f"{name}: seq {exc.seq} was deleted by retention while it was being exported; "
+            "export again, or a later range with --from"
         ) from None
     except BaseException:
         writer.discard()
