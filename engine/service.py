@@ -252,10 +252,22 @@ class Engine:
                     s.batches.drop_all(reason)
                     s.rejects.drop_all(reason)
                 await self._wait_streams()
+        await self._wait_replays()
         for h in self.http:
             h.close()  # live GETs have ended with their topics
         for f in self.flight:
             await self._stop_flight(f)
+
+    async def _wait_replays(self) -> None:
+        """Let consumers still replaying the log read to its end (where the closed topic
+        ends them cleanly), for at most shutdown_timeout: the listeners' own stops would
+        cut them off within seconds."""
+        topics = [t for s in self.streams.values() for t in (s.batches, s.rejects)]
+        with anyio.move_on_after(self.shutdown_timeout) as waited:
+            while any(t.replaying for t in topics):
+                await anyio.sleep(0.05)
+        if waited.cancelled_caught:
+            log.warning("shutdown_timeout action=cutting off replays replaying=%d", sum(t.replaying for t in topics))
 
     async def _finish_within(self, seconds: float) -> bool:
         """Let producers finish, then the streams: parse what is left, deliver it, end the

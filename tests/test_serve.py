@@ -259,3 +259,42 @@ def test_a_signal_during_start_up_exits_at_once(tmp_path: Path):
         assert proc.wait(15) == 0
         assert "during start-up action=exiting now" in proc.stderr.read()
         assert "quiver ready" not in proc.stdout.read()
+
+
+def test_consumers_still_replaying_at_sigterm_get_everything_and_a_clean_end(tmp_path: Path):
+    """They are not live subscribers yet: the drain waits for them too, where the listeners'
+    own stops would cut them off within seconds."""
+    yaml = SERVICE_YAML + f"data_dir: {tmp_path / 'data'}\n"
+    with _service(tmp_path, yaml) as proc:
+        http = re.search(r"(http://127\.0\.0\.1:\d+)", _ready_line(proc)).group(1)
+        for k in range(200):  # about 20 MB of Arrow: far more than socket buffers hold
+            body = b"\n".join(message(i) for i in range(k * 2000, (k + 1) * 2000)) + b"\n"
+            urllib.request.urlopen(urllib.request.Request(f"{http}/v1/streams/events", data=body), timeout=30)
+        got: dict = {"seqs": []}
+        started = threading.Event()
+
+        def slow_replay() -> None:
+            try:
+                with urllib.request.urlopen(f"{http}/v1/streams/events/arrow?from=earliest", timeout=60) as resp:
+                    reader = pa.ipc.open_stream(resp)
+                    while True:
+                        try:
+                            _, meta = reader.read_next_batch_with_custom_metadata()
+                        except StopIteration:
+                            break
+                        if meta is not None:
+                            got["seqs"].append(int(meta[b"quiver.seq"]))
+                            started.set()
+                            time.sleep(0.012)  # 800 batches: about 10 s, past the listeners' 5 s
+                got["end"] = "clean"
+            except Exception as exc:  # noqa: BLE001
+                got["end"] = exc
+
+        reader = threading.Thread(target=slow_replay)
+        reader.start()
+        assert started.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        reader.join(60)
+    assert got["end"] == "clean", got["end"]
+    assert got["seqs"] == list(range(len(got["seqs"]))) and len(got["seqs"]) >= 800

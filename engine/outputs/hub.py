@@ -112,6 +112,7 @@ class Subscription:
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
+            self.topic._replaying.discard(self)
 
     def close(self) -> None:
         """Stop receiving: the topic forgets this consumer on its next publish."""
@@ -143,6 +144,7 @@ class Topic:
         self.policy = policy
         self.log = log
         self._subscribers: set[Subscription] = set()
+        self._replaying: set[Subscription] = set()  # still reading the log, not yet live
         self._closed = False
         self.next_seq = log.next_seq if log is not None else 0  # seq of the next batch to publish
         self._replay_limiter: anyio.CapacityLimiter | None = None
@@ -182,6 +184,12 @@ class Topic:
     def consumers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def replaying(self) -> int:
+        """Consumers still reading the log on their way to the live feed (a shutdown lets
+        them finish: they too get every batch and a clean end)."""
+        return len(self._replaying)
+
     def subscribe(self, start: Start = "latest") -> Subscription:
         """A consumer that sees every batch from ``start`` on (see the module docstring)."""
         pos = self.resolve(start)
@@ -190,6 +198,7 @@ class Topic:
         if pos < self.next_seq:
             assert self.log is not None  # resolve() allows the past only with a log
             sub._cursor = self.log.cursor(pos)
+            self._replaying.add(sub)
         else:
             self._join(sub)
         return sub
