@@ -189,6 +189,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         expected = sorted([*cfg.streams, *(f"{s}.rejects" for s in cfg.streams)])
         raise ConfigError(f"--stream: expected one of {expected}; got {name!r}")
     seglog = SegmentLog.open_readonly(Path(cfg.data_dir) / name)
+    if args.from_seq is not None and args.from_seq < seglog.first_seq:
+        # as a replay from there is refused (416): a silent start later would look complete
+        raise LogError(
+            f"{name}: seq {args.from_seq} is no longer retained (retained: {seglog.first_seq}.."
+            f"{seglog.next_seq - 1}); export from {seglog.first_seq} or later"
+        )
     writer = open_batch_writer(args.output, seglog.schema)  # IPC outputs keep each batch's seq
     batches = rows = 0
     first = last = None

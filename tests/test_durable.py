@@ -263,6 +263,11 @@ async def test_export_writes_retained_batches(tmp_path, capsys):
     assert main(["export", "-c", str(cfg_path), "--stream", "events.rejects", "-o", str(rej)]) == 0
     assert pq.read_table(rej).num_rows == len([s for s in range(400) if s % 13 == 0])
     assert nxt > 4
+    oldest = sorted((data_dir / "events").glob("*.arrow"))[0]
+    oldest.unlink()  # as retention does
+    gone = tmp_path / "gone.arrow"
+    assert main(["export", "-c", str(cfg_path), "--stream", "events", "--from", "0", "-o", str(gone)]) == 1
+    assert "seq 0 is no longer retained" in capsys.readouterr().err and not gone.exists()
 
 
 async def test_export_keeps_what_came_before_damage_and_reads_past_a_roll_in_progress(tmp_path, capsys):
