@@ -215,8 +215,10 @@ class Engine:
     async def aclose(self) -> None:
         """Stop in the order that loses nothing (see the module docstring). Idempotent.
 
-        Runs shielded from cancellation, bounded by ``shutdown_timeout``: consumers that
-        still hold the pipeline up by then are dropped, so shutdown always ends.
+        Runs shielded from cancellation, and bounded: consumers that still hold the
+        pipeline up after ``shutdown_timeout`` are dropped (every consumer LAGGARD_GRACE_S
+        later), and replays still running ``shutdown_timeout`` after that are cut off, so
+        shutdown always ends.
         """
         if self._closed or self._stack is None:
             return
