@@ -338,21 +338,31 @@ def _store_int(v, f, i, p, fields, lists, state, ints, st):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _defer_float(p, q, f, i, fields, spans, state):
+    """Leave float field f of message i to the exact fallback, with its literal's span."""
+    s = fields[f, F_SPAN]
+    spans[s, i, SPAN_START] = p
+    spans[s, i, SPAN_END] = q
+    state[i, f] = STATE_FLOAT_FALLBACK
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _float_field(buf, p, q, f, i, fields, fbounds, state, floats, spans, st):
     """Interpret the number literal buf[p:q] for float field f of message i."""
     v, status = parse_float(buf, p, q)
     if status == FLOAT_OVERFLOW:
         _schema_fault(st, OUT_OF_RANGE, p, f)
         return
-    if status == FLOAT_FALLBACK or (fields[f, F_KIND] == KIND_FLOAT32 and float32_halfway(v)):
-        s = fields[f, F_SPAN]
-        spans[s, i, SPAN_START] = p
-        spans[s, i, SPAN_END] = q
-        state[i, f] = STATE_FLOAT_FALLBACK
+    if status == FLOAT_FALLBACK:
+        _defer_float(p, q, f, i, fields, spans, state)
         return
-    if fields[f, F_KIND] == KIND_FLOAT32 and np.isinf(np.float32(v)):
-        _schema_fault(st, OUT_OF_RANGE, p, f)
-        return
+    if fields[f, F_KIND] == KIND_FLOAT32:
+        if float32_halfway(v):  # which float32 is nearest, only the exact text can say
+            _defer_float(p, q, f, i, fields, spans, state)
+            return
+        if np.isinf(np.float32(v)):
+            _schema_fault(st, OUT_OF_RANGE, p, f)
+            return
     if check_range(v, fbounds[f, 0], fbounds[f, 1]) != OK:
         _schema_fault(st, OUT_OF_RANGE, p, f)
         return
