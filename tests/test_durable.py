@@ -240,11 +240,18 @@ async def test_flight_replay_ticket_and_retained_range(tmp_path):
     assert column(chunks, "kind")[:2] == ["a", "b"]
 
 
-async def test_export_writes_retained_batches(tmp_path, capsys):
+def _small_segments_config(tmp_path: Path) -> tuple[Path, Path]:
+    """A config file whose events roll every 4 KiB (so a few batches make several
+    segments), and its data_dir."""
     cfg_path = tmp_path / "q.yaml"
     data_dir = tmp_path / "data"
     text = SERVICE_YAML.replace("    arenas: 3\n", "    arenas: 3\n    segments: {max_bytes: 4KiB}\n")
     cfg_path.write_text(text + f"data_dir: {data_dir}\n")
+    return cfg_path, data_dir
+
+
+async def test_export_writes_retained_batches(tmp_path, capsys):
+    cfg_path, data_dir = _small_segments_config(tmp_path)
     async with Engine(load_config(cfg_path)) as eng:
         for k in range(8):
             await eng.ingest("events", submission(k * 50, 50, bad_every=13))
@@ -271,10 +278,7 @@ async def test_export_writes_retained_batches(tmp_path, capsys):
 
 
 async def test_export_keeps_what_came_before_damage_and_reads_past_a_roll_in_progress(tmp_path, capsys):
-    cfg_path = tmp_path / "q.yaml"
-    data_dir = tmp_path / "data"
-    text = SERVICE_YAML.replace("    arenas: 3\n", "    arenas: 3\n    segments: {max_bytes: 4KiB}\n")
-    cfg_path.write_text(text + f"data_dir: {data_dir}\n")
+    cfg_path, data_dir = _small_segments_config(tmp_path)
     async with Engine(load_config(cfg_path)) as eng:
         for k in range(8):
             await eng.ingest("events", submission(k * 50, 50))
