@@ -82,7 +82,7 @@ class _ParquetBatchWriter:
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(path, schema)
-        self._units = {f.name: f.type.unit for f in schema if pa.types.is_timestamp(f.type)}
+        self._seconds = any(pa.types.is_timestamp(f.type) and f.type.unit == "s" for f in schema)
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
 
@@ -103,7 +103,7 @@ class _ParquetBatchWriter:
                 # a value past +-9.2e15 s (an epoch in ns, say) overflows there
                 hint = (
                     "; Parquet stores timestamp[s] in milliseconds: bound the field with min/max, or write .arrow"
-                    if "s" in self._units.values()
+                    if self._seconds
                     else ""
                 )
                 raise OutputError(f"Parquet cannot hold this batch: {exc}{hint}") from exc

@@ -229,15 +229,18 @@ class FrameFramer:
             # a truncated frame: re-framed whole (its own header becomes its first bytes)
             self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1)
             self._gap = -4  # that header is not input: counts resume four bytes back
-        if self._gap:
-            self._put((), 0)  # skipped bytes that no message follows
         self._carry.clear()
         self._skip = 0
+        self._hand_on_gap()
 
     def discard(self) -> int:
         n = len(self._carry)
         self._carry = bytearray()
-        if self._gap:
-            with contextlib.suppress(StreamClosed):  # closing: nothing is counted any more
-                self._put((), 0)  # skipped bytes still count, though their message is gone
+        with contextlib.suppress(StreamClosed):  # closing: nothing is counted any more
+            self._hand_on_gap()
         return n
+
+    def _hand_on_gap(self) -> None:
+        """The input ended: skipped bytes that no message follows go on by themselves."""
+        if self._gap:
+            self._put((), 0)

@@ -425,9 +425,9 @@ class HttpApi:
     @staticmethod
     async def _abort_if_dropped(sub: Subscription, abort: Callable[[], None], topic: str) -> None:
         """A dropped consumer that reads gets what was queued for it, then its response is
-        cut short (so it fails rather than ends); one that does not is stuck in a write, holding those batches and a full
-        socket buffer for as long as it stays connected: abort it (this task ends with the
-        stream otherwise)."""
+        cut short (so it fails rather than ends); one that does not is stuck in a write,
+        holding those batches and a full socket buffer for as long as it stays connected:
+        abort it (this task ends with the stream otherwise)."""
         await sub.wait_dropped()
         await anyio.sleep(DROPPED_GRACE_S)
         log.warning("consumer_aborted transport=http topic=%s reason=dropped and not reading", topic)

@@ -32,12 +32,13 @@ once.
 More ways a connection ends differently from uvicorn's: a client that half-closes after
 a whole request (``shutdown(SHUT_WR)``, ``nc -N``) still gets its answer, then the
 connection closes; a body that breaks off malformed (a bad chunk size), too slowly, with
-trailers over the limit or at the client's FIN ends there for the app, which answers it (a POST says what it took
-before the fault; ``BODY_ERROR`` in the scope's extensions holds the status and reason),
-instead of a bare 400, 408 or 431; and the app can abort a connection
-outright through the ``ABORT`` extension (a live stream whose consumer was dropped while
-it did not read), or end it with its response cut short through ``CUT`` (a live stream
-whose consumer was dropped: an end would tell it the stream was whole). Everything else is uvicorn's.
+trailers over the limit or at the client's FIN ends there for the app, which answers it
+(a POST says what it took before the fault; ``BODY_ERROR`` in the scope's extensions
+holds the status and reason) instead of a bare 400, 408 or 431; and the app can abort a
+connection outright through the ``ABORT`` extension (a live stream whose consumer was
+dropped while it did not read), or end it with its response cut short through ``CUT`` (a
+live stream whose consumer was dropped: an end would tell it the stream was whole).
+Everything else is uvicorn's.
 """
 
 from __future__ import annotations
