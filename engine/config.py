@@ -219,6 +219,10 @@ def _value_bytes(type_: str) -> int:
 
 # index, offset, position (8 each), error/field/raw offsets (4 each), error and field text
 _DEAD_LETTER_ROW_BYTES = 3 * 8 + 3 * 4 + 48
+#: Arenas of one stream past the batcher at once (parsing, or parsed and waiting for their
+#: turn to publish; engine.pipeline): two keep the cores busy through each other's serial
+#: steps, and each one more is a batch more in memory (``StreamConfig.memory_bound``).
+PIPELINE_DEPTH = 2
 
 
 class StreamConfig(_Model):
@@ -240,7 +244,8 @@ class StreamConfig(_Model):
 
     def memory_bound(self) -> int:
         """The most bytes this stream's own buffers can hold: its arenas, plus, for its
-        batches and its dead letters, ``consumer_queue`` queued batches and one being made.
+        batches and its dead letters, ``consumer_queue`` queued batches and those being
+        made (one per arena past the batcher, at most PIPELINE_DEPTH).
         A batch holds at most max_messages rows of fixed-width values and at most an
         arena's worth of variable-width data (strings are never longer than their input)."""
         from engine.arena import arena_capacity  # numpy-only; keeps config import light
@@ -250,7 +255,8 @@ class StreamConfig(_Model):
         row = sum(_value_bytes(f.type) + 1 for f in self.fields.values())  # + validity, rounded up
         batch = self.batch.max_messages * row + capacity
         rejects = self.batch.max_messages * _DEAD_LETTER_ROW_BYTES + capacity
-        return self.arenas * capacity + (self.consumer_queue + 1) * (batch + rejects)
+        being_made = min(PIPELINE_DEPTH, self.arenas)
+        return self.arenas * capacity + (self.consumer_queue + being_made) * (batch + rejects)
 
     @field_validator("durability", mode="before")
     @classmethod

@@ -17,16 +17,18 @@ The arena returns to its pool as soon as it is parsed: no output batch points in
 (values are copied out by the gather kernels).
 
 Durability: when the stream has a segment log, its batches and dead letters are appended
-(on a worker thread, outside the kernel slot) before any consumer sees them, and a
+(on a worker thread, outside the kernel threads) before any consumer sees them, and a
 submission's receipt is settled only once they are as durable as the stream's
 ``durability`` says: ``batch`` fsyncs every arena's output before settling, an interval
 fsyncs on a timer and settles everything that fsync covered, ``none`` settles at once.
 
-Threads and kernels: every stream shares one kernel slot (a capacity limiter of one), so
-exactly one batch is in the kernels at any moment, and that batch uses all
-``kernels.threads`` Numba threads. Two batches at once would only split the same cores
-while doubling the working set; with Numba's ``workqueue`` layer concurrent launches
-would even abort the process. See README "Threads".
+Threads and kernels: every stream shares the process's kernel threads (``KernelThreads``).
+A batch alone in the kernels uses one thread per MiB of input, up to all of them; batches
+that queue behind others split the threads and run side by side. Up to PIPELINE_DEPTH
+arenas of one stream are past the batcher at once: parsed side by side, then published
+strictly in order, each numbered from the counts of the ones before it (so a batch is
+parsed with its dead letters numbered from 0, and renumbered when its turn comes). See
+README "Threads".
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ import anyio
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.arena import FRAMES, LINES, Arena, ArenaPool
 from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.batcher import LOOP_HOLDS
+from engine.config import PIPELINE_DEPTH
+from engine.kernel_threads import PARALLEL_BYTES, KernelThreads
 from engine.outputs.hub import Topic
 from engine.outputs.segments import LogError, seq_of
 from engine.parser import Parser, ParseResult, Tally, as_uint8
@@ -53,8 +58,6 @@ from kernels.framing import frame_length_prefixed, frame_lines
 
 log = logging.getLogger("quiver.pipeline")
 
-#: Input bytes per kernel thread: below 2 * PARALLEL_BYTES a batch is parsed on one thread.
-PARALLEL_BYTES = 1 << 20
 #: Arenas smaller than this are parsed on the event loop's own thread, not a worker's
 #: (see the module doc); always less than 2 * PARALLEL_BYTES, so on one kernel thread.
 INLINE_BYTES = PARALLEL_BYTES
@@ -118,8 +121,7 @@ class ArenaResult:
     results: list[ParseResult]
     records: np.ndarray  # arena position where each message's record (frame header) begins
     rejected_index: np.ndarray  # arena-local index of every rejected message, ascending
-    rejects: pa.Table
-    first_index: int  # stream-wide index of the arena's first message
+    rejects: pa.Table  # numbered from the arena's start (``_numbered`` renumbers the batches)
     nbytes: int
 
 
@@ -132,8 +134,7 @@ class Pipeline:
         pool: ArenaPool,
         batches: Topic,
         rejects: Topic,
-        kernel_slot: anyio.CapacityLimiter,
-        threads: int | None = None,
+        kernels: KernelThreads,
         durability: str | float = "none",
     ) -> None:
         self.parser = parser
@@ -141,8 +142,7 @@ class Pipeline:
         self.batches = batches
         self.rejects = rejects
         self.stats = StreamStats()
-        self._slot = kernel_slot
-        self._threads = threads or numba.config.NUMBA_NUM_THREADS
+        self._kernels = kernels
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
         self.widest = 1  # most kernel threads any batch has used
@@ -167,9 +167,14 @@ class Pipeline:
             async with anyio.create_task_group() as tg:
                 if self._durable and isinstance(self.durability, float):
                     tg.start_soon(self._sync_every, self.durability)
-                async with flushed:
+                depth = anyio.Semaphore(min(PIPELINE_DEPTH, self.pool.count))
+                async with flushed, anyio.create_task_group() as arenas:
+                    turn = None  # set once the arena before has been published
                     async for arena in flushed:
-                        await self._process(arena)
+                        await depth.acquire()
+                        done = anyio.Event()
+                        arenas.start_soon(self._process, arena, turn, done, depth)
+                        turn = done
                 await self._sync_now()  # what the last interval did not cover
                 tg.cancel_scope.cancel()
         finally:
@@ -267,23 +272,44 @@ class Pipeline:
         unstored, and the receipts waiting for it say so."""
         self._abandoned = True
 
-    async def _process(self, arena: Arena) -> None:
-        first_index, base = self.stats.received, self.stats.bytes
+    async def _process(self, arena: Arena, turn: anyio.Event | None, done: anyio.Event, depth: anyio.Semaphore) -> None:
+        """Parse the arena (beside the one before it), then, in its turn, publish."""
+        try:
+            await self._process_in_turn(arena, turn)
+        finally:
+            done.set()
+            depth.release()
+
+    async def _process_in_turn(self, arena: Arena, turn: anyio.Event | None) -> None:
         t0 = anyio.current_time()
         opened, flushed = arena.opened_at, arena.flushed_at
+        kernels = self._kernels
         try:
             if arena.lingered and arena.used < INLINE_BYTES and LOOP_HOLDS.has_room(t0):
-                async with self._slot:
+                await kernels.acquire(1)
+                try:
                     held = anyio.current_time()
-                    out = self._parse(arena, first_index, base)
+                    out = self._parse(arena, 1)
                     LOOP_HOLDS.held(held, anyio.current_time())
+                finally:
+                    kernels.release(1)
             else:
-                out = await anyio.to_thread.run_sync(self._parse, arena, first_index, base, limiter=self._slot)
+                width = kernels.width(arena.used)
+                await kernels.acquire(width)
+                try:
+                    out = await anyio.to_thread.run_sync(self._parse, arena, width)
+                finally:
+                    kernels.release(width)
         finally:
             regions = arena.regions
             self.pool.release(arena)  # nothing below reads the arena's bytes
         t1 = anyio.current_time()
+        if turn is not None:
+            await turn.wait()
+        first_index, base = self.stats.received, self.stats.bytes
         for r in out.results:
+            if r.rejected:
+                r.rejects = _numbered(r.rejects, first_index, base)
             self.stats.add(r)
         self.stats.bytes += out.nbytes
         self.stats.batches += len(out.results)
@@ -320,63 +346,57 @@ class Pipeline:
                 1000 * (anyio.current_time() - t1),
             )
 
-    def _parse(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
-        """Worker thread: the arena's batches, or, should processing fail, every message of
-        the arena as a dead letter with ``internal_error`` (the stream keeps going)."""
+    def _parse(self, arena: Arena, threads: int) -> ArenaResult:
+        """The arena's batches on ``threads`` kernel threads, or, should processing fail,
+        every message of the arena as a dead letter with ``internal_error`` (the stream
+        keeps going). Dead letters are numbered from the arena's start: message 0, byte 0."""
+        numba.set_num_threads(threads)  # per calling thread in Numba
+        self.widest = max(self.widest, threads)
         try:
-            return self._parse_arena(arena, first_index, base)
+            return self._parse_arena(arena)
         except Exception:  # a bug, not bad input: bad input is a dead letter already
             log.exception("batch_failed stream=%s messages_to=dead_letters", self.parser.stream.name)
             self.internal_errors += 1
-            return self._all_rejected(arena, first_index, base)
+            return self._all_rejected(arena)
 
-    def _parse_arena(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
+    def _parse_arena(self, arena: Arena) -> ArenaResult:
         """Frame every region, parse in batches of at most max_messages."""
-        threads = self._threads_for(arena.used)
-        numba.set_num_threads(threads)  # per calling thread in Numba
-        self.widest = max(self.widest, threads)
         buf = as_uint8(arena.data[: arena.used])
         if self._all_lines(arena):  # the usual arena: frame while parsing, one pass fewer
-            parsed = self.parser.parse_lines_of(
-                buf, base=-base, first_index=first_index, max_messages=self._max_messages
-            )
+            parsed = self.parser.parse_lines_of(buf, max_messages=self._max_messages)
             if parsed is not None:
                 result, records = parsed
-                return self._arena_result([result], records, first_index, arena, base)
+                return self._arena_result([result], records, arena)
         starts, ends, records, blank = self._frame(buf, arena)
         results = []
         n = len(starts)
         for lo in range(0, max(n, 1), self._max_messages):
             hi = min(n, lo + self._max_messages)
-            r = self.parser.parse_spans(
-                buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, base=-base, first_index=first_index + lo
-            )
+            r = self.parser.parse_spans(buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, first_index=lo)
             results.append(r)
-        return self._arena_result(results, records, first_index, arena, base)
+        return self._arena_result(results, records, arena)
 
-    def _arena_result(
-        self, results: list[ParseResult], records: np.ndarray, first_index: int, arena: Arena, base: int
-    ) -> ArenaResult:
+    def _arena_result(self, results: list[ParseResult], records: np.ndarray, arena: Arena) -> ArenaResult:
         skipped = arena.skipped()
         if skipped:
-            results = [self._input_offsets(r, arena, base) for r in results]
+            results = [self._input_offsets(r, arena) for r in results]
         rejects = pa.Table.from_batches([r.rejects for r in results if r.rejected], schema=self.parser.rejects_schema)
-        rejected_index = rejects.column("index").to_numpy() - first_index if rejects.num_rows else np.empty(0, np.int64)
-        return ArenaResult(results, records, rejected_index, rejects, first_index, arena.used + skipped)
+        rejected_index = rejects.column("index").to_numpy() if rejects.num_rows else np.empty(0, np.int64)
+        return ArenaResult(results, records, rejected_index, rejects, arena.used + skipped)
 
     @staticmethod
-    def _input_offsets(result: ParseResult, arena: Arena, base: int) -> ParseResult:
+    def _input_offsets(result: ParseResult, arena: Arena) -> ParseResult:
         """Dead-letter offsets that count the input bytes framers skipped (the rest of an
         oversize message) before each message, not just the bytes the arena kept."""
         if not result.rejected:
             return result
         rejects = result.rejects
-        at = rejects.column("offset").to_numpy() - base  # arena positions
+        at = rejects.column("offset").to_numpy()  # arena positions
         starts = np.array([r.start for r in arena.regions], np.int64)
         gaps = np.cumsum([r.gap for r in arena.regions])
         shift = gaps[np.maximum(np.searchsorted(starts, at, side="right") - 1, 0)]
         i = rejects.schema.get_field_index("offset")
-        result.rejects = rejects.set_column(i, rejects.schema.field(i), pa.array(at + base + shift, pa.int64()))
+        result.rejects = rejects.set_column(i, rejects.schema.field(i), pa.array(at + shift, pa.int64()))
         return result
 
     @staticmethod
@@ -390,7 +410,7 @@ class Pipeline:
             and all(r.kind == LINES for r in regions)
         )
 
-    def _all_rejected(self, arena: Arena, first_index: int, base: int) -> ArenaResult:
+    def _all_rejected(self, arena: Arena) -> ArenaResult:
         """Dead letters of a whole arena that could not be processed. The messages are
         framed again (or, if framing is what failed, each region counts as one message) so
         that every one keeps its raw bytes and the counts still add up."""
@@ -405,8 +425,8 @@ class Pipeline:
         raw = pa.array([bytes(buf[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], pa.binary())
         rejects = pa.RecordBatch.from_arrays(
             [
-                pa.array(np.arange(first_index, first_index + n, dtype=np.int64)),
-                pa.array(starts + base, pa.int64()),  # stream-wide, as build_rejects gives it
+                pa.array(np.arange(n, dtype=np.int64)),
+                pa.array(starts, pa.int64()),  # arena-wide, as build_rejects gives it here
                 pa.array([ERROR_NAMES[INTERNAL_ERROR]] * n, pa.string()),
                 pa.nulls(n, pa.string()),  # the exception is in the log, not tied to a field
                 pa.array(np.zeros(n, np.int64)),
@@ -419,17 +439,8 @@ class Pipeline:
         )
         result = ParseResult(empty, rejects, blank, {ERROR_NAMES[INTERNAL_ERROR]: n} if n else {})
         return ArenaResult(
-            [result], records, np.arange(n, dtype=np.int64), pa.Table.from_batches([rejects]), first_index, arena.used
+            [result], records, np.arange(n, dtype=np.int64), pa.Table.from_batches([rejects]), arena.used
         )
-
-    def _threads_for(self, nbytes: int) -> int:
-        """Kernel threads for a batch of ``nbytes``: one per PARALLEL_BYTES, at most all.
-
-        Waking workers costs little on idle cores but up to a scheduler tick on busy ones
-        (the event loop and producers share them), which would dwarf the parse of a small
-        linger-sized batch; large batches still use every thread.
-        """
-        return max(1, min(self._threads, nbytes // PARALLEL_BYTES))
 
     def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Message spans of the arena, one framing kernel call per run of same-kind regions:
@@ -474,6 +485,15 @@ class Pipeline:
             if b > a:
                 k = min(b - a, region.owner.max_errors)
                 for row in out.rejects.slice(a, k).select(["index", "error", "field", "position"]).to_pylist():
-                    row["index"] -= out.first_index + lo
+                    row["index"] -= lo
                     first.append(row)
             region.owner.settle(hi - lo, b - a, first, stored=stored)
+
+
+def _numbered(rejects: pa.RecordBatch, first_index: int, base: int) -> pa.RecordBatch:
+    """Dead letters numbered from their arena's start, renumbered stream-wide: ``index``
+    from the stream's first message, ``offset`` from its first byte."""
+    columns = rejects.columns
+    columns[0] = pc.add(columns[0], first_index)
+    columns[1] = pc.add(columns[1], base)
+    return pa.RecordBatch.from_arrays(columns, schema=rejects.schema)

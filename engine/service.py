@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from engine.batcher import Receipt
 from engine.config import Config, load_config
 from engine.framer import warm_framing
+from engine.kernel_threads import KernelThreads
 from engine.metrics import engine_registry, exposition
 from engine.outputs.hub import Start, Subscription, Topic
 from engine.outputs.segments import LogError
@@ -154,18 +155,19 @@ class Engine:
         for k, spec in enumerate(self.config.listen):
             if spec.tls is not None:
                 check_tls(spec.tls, f"listen.{k}.tls")
-        slot = anyio.CapacityLimiter(1)  # one batch in the kernels at a time (pipeline.py)
+        kernels = KernelThreads(self.threads or numba.config.NUMBA_NUM_THREADS)
         data_dir = self.config.data_dir
         if data_dir is not None:
             await anyio.to_thread.run_sync(self._lock_data_dir, data_dir)
         for name, cfg in self.config.streams.items():
             logs = None if data_dir is None else await anyio.to_thread.run_sync(open_logs, cfg, data_dir)
-            self.streams[name] = Stream(cfg, slot, self.threads, logs)
+            self.streams[name] = Stream(cfg, kernels, logs)
         for s in self.streams.values():
             log.info(
                 "warming stream=%s (kernels load from Numba's cache; the first start compiles them, minutes)", s.name
             )
             await anyio.to_thread.run_sync(self._warm, s)
+        kernels.exclusive = _threading_layer() == "workqueue"
         tg = await stack.enter_async_context(anyio.create_task_group())
         self._tg = tg
         self._streams_tg = await stack.enter_async_context(anyio.create_task_group())
@@ -312,3 +314,11 @@ class Engine:
     async def _wait_streams(self) -> None:
         for s in self.streams.values():
             await s.pipeline.done.wait()
+
+
+def _threading_layer() -> str:
+    """Numba's threading layer, known once a parallel kernel has run (the warm-up's)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # none ran: assume the one layer that cannot launch concurrently
+        return "workqueue"

@@ -20,6 +20,7 @@ from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.batcher import Batcher, Outbox, Receipt
 from engine.config import Limits, StreamConfig
 from engine.framer import FrameFramer, LineFramer
+from engine.kernel_threads import KernelThreads
 from engine.outputs.hub import Topic
 from engine.outputs.segments import SegmentLog, SegmentPolicy
 from engine.parser import Parser
@@ -60,8 +61,7 @@ class Stream:
     def __init__(
         self,
         config: StreamConfig,
-        kernel_slot: anyio.CapacityLimiter,
-        threads: int | None,
+        kernels: KernelThreads,
         logs: tuple[SegmentLog, SegmentLog] | None = None,
     ) -> None:
         assert config.limits is not None  # resolved by Config
@@ -80,7 +80,7 @@ class Stream:
         )
         d = config.durability
         durability = d if isinstance(d, str) else d.interval_ms / 1000.0
-        self.pipeline = Pipeline(self.parser, self.pool, self.batches, self.rejects, kernel_slot, threads, durability)
+        self.pipeline = Pipeline(self.parser, self.pool, self.batches, self.rejects, kernels, durability)
 
     @property
     def stats(self):

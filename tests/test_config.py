@@ -169,11 +169,15 @@ def test_a_stream_whose_buffers_could_outgrow_its_memory_ceiling_is_refused():
     fields = "      a: {type: int64}\n      s: {type: string}\n"
     ok = engine.load_config(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 4\n")
     bound = ok.streams["events"].memory_bound()
-    # arenas, plus consumer_queue + 1 batches and dead-letter batches: max_messages rows of
-    # fixed-width values (int64 + validity, string offset + validity; a dead letter's 84
-    # bytes) and up to an arena of variable-width data each
+    # arenas, plus consumer_queue (16) + 2 batches and dead-letter batches (queued, and two
+    # arenas parsed side by side): max_messages rows of fixed-width values (int64 + validity,
+    # string offset + validity; a dead letter's 84 bytes) and up to an arena of
+    # variable-width data each
     arena = 8 << 20
-    assert bound == 4 * arena + 17 * ((65536 * (9 + 5) + arena) + (65536 * 84 + arena))
+    batches = (65536 * (9 + 5) + arena) + (65536 * 84 + arena)
+    assert bound == 4 * arena + 18 * batches
+    one = engine.load_config(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 1\n")
+    assert one.streams["events"].memory_bound() == arena + 17 * batches  # one arena: one being made
     msg = _error(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 4\nlimits: {max_stream_memory: 256MiB}\n")
     assert "streams.events.limits.max_stream_memory" in msg and str(bound) in msg
     fits = engine.load_config(

@@ -143,8 +143,9 @@ async def test_ingest_returns_counts_and_first_errors_after_delivery(config):
 
 
 async def test_concurrent_streams_share_the_kernels_safely(config):
-    # "other" gets batches of several MiB, which its kernels parse on two threads, while
-    # "events" keeps sending small ones: the kernel slot and the omp layer must hold up
+    # "other" gets batches of several MiB while "events" keeps sending small ones: batches
+    # of both share the kernel threads, launched from several threads at once (the omp
+    # layer must hold up); then a batch of several MiB alone gets both threads
     n = 20_000
     events, other = [], []
     async with anyio.create_task_group() as consumers, Engine(config) as eng:
@@ -156,8 +157,9 @@ async def test_concurrent_streams_share_the_kernels_safely(config):
             for _ in range(2):
                 producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[0].port, a, 64)
                 producers.start_soon(anyio.to_thread.run_sync, send_tcp, eng.tcp[2].port, b, 64)
+        assert (await eng.ingest("other", b)).accepted == n
     assert sorted(column(events, "seq")) == sorted(list(range(n)) * 2)
-    assert sorted(column(other, "seq")) == sorted(list(range(n)) * 2)
+    assert sorted(column(other, "seq")) == sorted(list(range(n)) * 3)
     assert eng.streams["other"].pipeline.widest == min(2, numba.config.NUMBA_NUM_THREADS)
 
 
@@ -320,3 +322,44 @@ async def test_serving_compiles_no_kernel_after_start(config):
         await anyio.to_thread.run_sync(send_tcp, eng.tcp[1].port, frames, 5)
     assert sorted(column(accepted, "seq")) == list(range(100))
     assert {k.__name__: len(k.signatures) for k in kernels} == {k.__name__: n for k, n in compiled.items()}
+
+
+async def test_arenas_parsed_side_by_side_are_published_in_order_and_numbered_stream_wide(config):
+    # a stream sending as fast as arenas fill has two arenas in the kernels at once, one
+    # thread each; the second may finish first, but batches and dead letters go out in
+    # stream order, numbered from the stream's first message and byte
+    threads = min(2, numba.config.NUMBA_NUM_THREADS)
+    in_kernels, most, widths = [0], [0], []
+    async with anyio.create_task_group() as consumers, Engine(config) as eng:
+        rows, dead = [], []
+        consumers.start_soon(drain, eng.subscribe("events"), rows)
+        consumers.start_soon(drain, eng.subscribe("events.rejects"), dead)
+        pipeline = eng.streams["events"].pipeline
+
+        def slow_parse(arena, width, parse=pipeline._parse):
+            in_kernels[0] += 1
+            most[0] = max(most[0], in_kernels[0])
+            widths.append(width)
+            time.sleep(0.02 if len(widths) % 2 else 0.002)  # odd arenas take longer: overtaken
+            try:
+                return parse(arena, width)
+            finally:
+                in_kernels[0] -= 1
+
+        pipeline._parse = slow_parse
+        lines, offsets, bad = [], [], []
+        at = 0
+        for i in range(6_000):
+            line = message(i) if i % 251 else b'{"seq":%d,"name":' % i  # truncated: a dead letter
+            if i % 251 == 0:
+                bad.append(i)
+                offsets.append(at)
+            lines.append(line)
+            at += len(line) + 1
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, b"\n".join(lines) + b"\n", 4)
+        await wait_until(lambda: eng.stats("events")["received"] == 6_000)
+        await wait_until(lambda: len(column(dead, "index")) == len(bad))
+    assert column(rows, "seq") == [i for i in range(6_000) if i % 251]  # one connection: in order
+    assert column(dead, "index") == bad and column(dead, "offset") == offsets
+    assert most[0] == threads  # side by side where there are two threads
+    assert threads == 1 or 1 in widths
