@@ -8,7 +8,8 @@ threads instead, down to one, and batches run side by side. A wide parse leaves 
 in its serial steps (line counts, column sizes, Arrow assembly, Python glue) and at the
 barrier that ends each parallel kernel, where one thread waits whenever the event loop or
 a producer preempted the other; batches side by side fill those gaps with each other's
-work. At full speed on 2 cores that took 2.61M to 3.15M msgs/s (bench/README.md).
+work. At full speed on 2 cores that took 2.51M to 2.96M msgs/s (bench/README.md, "Where
+the time goes at full speed").
 
 Threads are handed out first come, first served, and never more than there are, so no
 batch's threads wait on each other for a core. Numba's ``workqueue`` layer aborts the
