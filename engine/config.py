@@ -367,7 +367,8 @@ class Config(_Model):
             if need > s.limits.max_stream_memory:
                 raise ValueError(
                     f"streams.{name}.limits.max_stream_memory: the stream's buffers may take {need} bytes "
-                    f"(arenas, and consumer_queue + 1 output batches of each topic), over the ceiling of "
+                    f"(arenas, and consumer_queue + {min(PIPELINE_DEPTH, s.arenas)} output batches of each "
+                    f"topic: queued, and being made by arenas parsed side by side), over the ceiling of "
                     f"{int(s.limits.max_stream_memory)}; lower arenas, batch or consumer_queue, or raise the ceiling"
                 )
         bound: dict[tuple[str, int], int] = {}

@@ -143,6 +143,7 @@ class Pipeline:
         self.rejects = rejects
         self.stats = StreamStats()
         self._kernels = kernels
+        self._queued: Callable[[], int] = lambda: 0  # flushed arenas not yet taken up (run)
         self._max_messages = parser.stream.batch.max_messages
         self.done = anyio.Event()
         self.widest = 1  # most kernel threads any batch has used
@@ -168,6 +169,7 @@ class Pipeline:
                 if self._durable and isinstance(self.durability, float):
                     tg.start_soon(self._sync_every, self.durability)
                 depth = anyio.Semaphore(min(PIPELINE_DEPTH, self.pool.count))
+                self._queued = lambda: flushed.statistics().current_buffer_used
                 async with flushed, anyio.create_task_group() as arenas:
                     turn = None  # set once the arena before has been published
                     async for arena in flushed:
@@ -285,21 +287,17 @@ class Pipeline:
         opened, flushed = arena.opened_at, arena.flushed_at
         kernels = self._kernels
         try:
-            if arena.lingered and arena.used < INLINE_BYTES and LOOP_HOLDS.has_room(t0):
-                await kernels.acquire(1)
-                try:
-                    held = anyio.current_time()
-                    out = self._parse(arena, 1)
-                    LOOP_HOLDS.held(held, anyio.current_time())
-                finally:
-                    kernels.release(1)
-            else:
-                width = kernels.width(arena.used)
-                await kernels.acquire(width)
-                try:
-                    out = await anyio.to_thread.run_sync(self._parse, arena, width)
-                finally:
-                    kernels.release(width)
+            on_loop = arena.lingered and arena.used < INLINE_BYTES and LOOP_HOLDS.has_room(t0)
+            threads = await kernels.acquire(arena.used, self._queued)  # under INLINE_BYTES: one
+            try:
+                started = anyio.current_time()
+                if on_loop:
+                    out = self._parse(arena, threads)
+                    LOOP_HOLDS.held(started, anyio.current_time())
+                else:
+                    out = await anyio.to_thread.run_sync(self._parse, arena, threads)
+            finally:
+                kernels.release(threads)
         finally:
             regions = arena.regions
             self.pool.release(arena)  # nothing below reads the arena's bytes
@@ -341,8 +339,8 @@ class Pipeline:
                 len(out.records),
                 out.nbytes,
                 1000 * (flushed - opened),
-                1000 * (t0 - flushed),
-                1000 * (t1 - t0),
+                1000 * (started - flushed),
+                1000 * (t1 - started),
                 1000 * (anyio.current_time() - t1),
             )
 
@@ -350,9 +348,9 @@ class Pipeline:
         """The arena's batches on ``threads`` kernel threads, or, should processing fail,
         every message of the arena as a dead letter with ``internal_error`` (the stream
         keeps going). Dead letters are numbered from the arena's start: message 0, byte 0."""
-        numba.set_num_threads(threads)  # per calling thread in Numba
-        self.widest = max(self.widest, threads)
         try:
+            numba.set_num_threads(threads)  # per calling thread in Numba
+            self.widest = max(self.widest, threads)
             return self._parse_arena(arena)
         except Exception:  # a bug, not bad input: bad input is a dead letter already
             log.exception("batch_failed stream=%s messages_to=dead_letters", self.parser.stream.name)
@@ -438,8 +436,15 @@ class Pipeline:
             [pa.array([], f.type) for f in self.parser.schema], schema=self.parser.schema
         )
         result = ParseResult(empty, rejects, blank, {ERROR_NAMES[INTERNAL_ERROR]: n} if n else {})
+        skipped = arena.skipped()
+        if skipped:  # offsets and byte counts include what framers skipped, as for any arena
+            result = self._input_offsets(result, arena)
         return ArenaResult(
-            [result], records, np.arange(n, dtype=np.int64), pa.Table.from_batches([rejects]), arena.used
+            [result],
+            records,
+            np.arange(n, dtype=np.int64),
+            pa.Table.from_batches([result.rejects]),
+            arena.used + skipped,
         )
 
     def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

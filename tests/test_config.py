@@ -179,7 +179,7 @@ def test_a_stream_whose_buffers_could_outgrow_its_memory_ceiling_is_refused():
     one = engine.load_config(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 1\n")
     assert one.streams["events"].memory_bound() == arena + 17 * batches  # one arena: one being made
     msg = _error(BASE + fields + "    batch: {max_bytes: 8MiB}\n    arenas: 4\nlimits: {max_stream_memory: 256MiB}\n")
-    assert "streams.events.limits.max_stream_memory" in msg and str(bound) in msg
+    assert "streams.events.limits.max_stream_memory" in msg and str(bound) in msg and "consumer_queue + 2" in msg
     fits = engine.load_config(
         BASE
         + fields

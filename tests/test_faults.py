@@ -85,6 +85,32 @@ async def test_a_failure_inside_batch_processing_sends_that_batch_to_dead_letter
     assert stream.pipeline.internal_errors >= 1
 
 
+async def test_a_failed_batch_that_held_the_rest_of_an_oversize_line_counts_its_skipped_bytes():
+    # an oversize line spanning reads is cut to its kept start and the rest skipped; when
+    # the batch holding it fails, its dead letters still say where each message began in
+    # the stream, and the stream's byte count (the base of later offsets) includes the skip
+    msgs = [message(1), b'{"seq":5,"name":"' + b"y" * 100_000 + b'"}', b'{"seq":2,', message(3), b"{}"]
+    data = b"".join(m + b"\n" for m in msgs)
+    starts = [sum(len(m) + 1 for m in msgs[:k]) for k in range(len(msgs))]
+    async with anyio.create_task_group() as tg, Engine(load_config(SERVICE_YAML)) as eng:
+        dead = []
+        tg.start_soon(drain, eng.subscribe("events.rejects"), dead)
+        pipeline = eng.streams["events"].pipeline
+        pipeline._parse_arena = partial(_fail, "a bug in batch processing")
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, data, 61)
+        await wait_until(lambda: eng.stats("events")["received"] == len(msgs))
+        del pipeline._parse_arena
+        await anyio.to_thread.run_sync(send_tcp, eng.tcp[0].port, b"[1]\n")
+        await wait_until(lambda: len(column(dead, "index")) == len(msgs) + 1)
+    assert column(dead, "error") == ["internal_error"] * len(msgs) + ["not_an_object"]
+    assert column(dead, "offset") == starts + [len(data)]
+    assert eng.stats("events")["bytes"] == len(data) + 4
+
+
+def _fail(reason: str, *args: object) -> None:
+    raise RuntimeError(reason)
+
+
 class _FullDisk:
     """A file object that takes ``budget`` more bytes, then fails like a full disk."""
 
