@@ -4,11 +4,11 @@ the kernels now, and on how many threads each.
 A batch alone in the kernels gets one thread per ``PARALLEL_BYTES`` of input, up to all of
 them ("wide"): the lowest latency for a lone burst. When batches queue (a stream sending
 as fast as arenas fill, or several busy streams), each gets an equal share of the threads
-instead, down to one, and batches run side by side. A wide parse leaves cores idle
-in its serial steps (line counts, column sizes, Arrow assembly, Python glue) and at the
+instead, down to one, and batches run side by side. A wide parse leaves cores idle in its
+serial steps (line counts, column sizes, Arrow assembly, Python glue) and at the
 barrier that ends each parallel kernel, where one thread waits whenever the event loop or
 a producer preempted the other; batches side by side fill those gaps with each other's
-work. At full speed on 2 cores that took 2.51M to 2.96M msgs/s (bench/README.md, "Where
+work. At full speed on 2 cores that took 2.53M to 2.94M msgs/s (bench/README.md, "Where
 the time goes at full speed").
 
 Threads are handed out first come, first served, never more than there are (so no batch's
