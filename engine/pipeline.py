@@ -436,16 +436,7 @@ class Pipeline:
             [pa.array([], f.type) for f in self.parser.schema], schema=self.parser.schema
         )
         result = ParseResult(empty, rejects, blank, {ERROR_NAMES[INTERNAL_ERROR]: n} if n else {})
-        skipped = arena.skipped()
-        if skipped:  # offsets and byte counts include what framers skipped, as for any arena
-            result = self._input_offsets(result, arena)
-        return ArenaResult(
-            [result],
-            records,
-            np.arange(n, dtype=np.int64),
-            pa.Table.from_batches([result.rejects]),
-            arena.used + skipped,
-        )
+        return self._arena_result([result], records, arena)  # skipped bytes count, as anywhere
 
     def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Message spans of the arena, one framing kernel call per run of same-kind regions:
