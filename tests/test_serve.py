@@ -212,7 +212,7 @@ def test_serve_exits_on_sigterm_beside_a_flight_client_that_stopped_reading(tmp_
         grpc = re.search(r"(grpc://127\.0\.0\.1:\d+)", line).group(1)
         client = fl.connect(grpc)
         reader = client.do_get(fl.Ticket(b"events"))  # opened, never read
-        time.sleep(0.3)
+        assert reader.schema.names  # its schema came: the server has subscribed it
         # enough Arrow data to fill gRPC's flow-control windows, so the server's write blocks
         send_tcp(tcp, b"\n".join(b'{"seq":%d,"name":"%s"}' % (i, b"p" * 400) for i in range(100_000)))
         proc.send_signal(signal.SIGTERM)
@@ -233,7 +233,7 @@ def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
         import pyarrow.flight as fl
 
         reader = fl.connect(grpc).do_get(fl.Ticket(b"events"))  # opened, never read: holds the stream up
-        time.sleep(0.3)
+        assert reader.schema.names  # its schema came: the server has subscribed it
         producer = socket.create_connection(("127.0.0.1", tcp))
         producer.settimeout(3)
         with contextlib.suppress(TimeoutError):  # the stream is held up: it stops reading
