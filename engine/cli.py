@@ -329,7 +329,7 @@ async def _serve(cfg: Config, started: float) -> tuple[int, int]:
 
 
 async def _watch_signals(signals, ready, stop) -> None:  # noqa: ANN001 - anyio's own types
-    """SIGINT or SIGTERM: during start-up (a cold kernel compile takes minutes), exit 0 at
+    """SIGINT or SIGTERM: during start-up (a cold kernel compile takes about a minute), exit 0 at
     once, since nothing was taken yet; once serving, stop (the drain may take up to
     shutdown_timeout and more); a second one during that drain means "now": exit 1 at once.
     Nothing durable is at risk either way: segments survive a kill -9, and a torn tail is

@@ -164,7 +164,8 @@ class Engine:
             self.streams[name] = Stream(cfg, kernels, logs)
         for s in self.streams.values():
             log.info(
-                "warming stream=%s (kernels load from Numba's cache; the first start compiles them, minutes)", s.name
+                "warming stream=%s (kernels load from Numba's cache; the first start compiles them, about a minute)",
+                s.name,
             )
             await anyio.to_thread.run_sync(self._warm, s)
         kernels.exclusive = _threading_layer() == "workqueue"

@@ -249,7 +249,7 @@ def test_a_second_sigterm_during_the_drain_exits_at_once(tmp_path: Path):
 
 
 def test_a_signal_during_start_up_exits_at_once(tmp_path: Path):
-    """A cold start compiles the kernels for minutes; SIGTERM then means "do not start"."""
+    """A cold start compiles the kernels for about a minute; SIGTERM then means "do not start"."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold-cache")}  # nothing cached: a long start
     with _service(tmp_path, SERVICE_YAML, env=env) as proc:
         deadline = time.monotonic() + 120
