@@ -19,6 +19,9 @@ import numpy as np
 
 LINES = 0  # newline-delimited JSON, every line complete (ends with LF)
 FRAMES = 1  # u32 big-endian length-prefixed frames, every frame complete
+#: The last frame of a producer that ended inside it, re-framed whole: its header says how
+#: many bytes came (the frame's own header among them). One message, rejected as truncated.
+TRUNCATED_FRAME = 2
 
 #: Largest piece a framer appends at once; arenas leave room for this plus a whole message.
 CHUNK_BYTES = 256 << 10

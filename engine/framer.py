@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.arena import CHUNK_BYTES, FRAMES, LINES
+from engine.arena import CHUNK_BYTES, FRAMES, LINES, TRUNCATED_FRAME
 from engine.batcher import StreamClosed
 from kernels.framing import scan_length_prefixed, scan_lines
 
@@ -151,8 +151,8 @@ class LineFramer:
 
 
 class FrameFramer:
-    """u32 big-endian length-prefixed messages. A frame cut short at the end is passed on
-    (header included) as one message, which the kernels reject."""
+    """u32 big-endian length-prefixed messages. A frame cut short at a clean end is passed
+    on (header included) as one message, which is rejected as ``truncated``."""
 
     def __init__(self, sink: MessageSink, max_message_bytes: int) -> None:
         self.sink = sink
@@ -162,8 +162,8 @@ class FrameFramer:
         self._gap = 0  # input bytes skipped since the last append
         self.handed = 0  # messages handed to the sink so far
 
-    def _put(self, parts: tuple, count: int) -> None:
-        self.sink.put(parts, FRAMES, count, self._gap)
+    def _put(self, parts: tuple, count: int, kind: int = FRAMES) -> None:
+        self.sink.put(parts, kind, count, self._gap)
         self._gap = 0
         self.handed += count
 
@@ -227,7 +227,7 @@ class FrameFramer:
     def finish(self) -> None:
         if self._carry:
             # a truncated frame: re-framed whole (its own header becomes its first bytes)
-            self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1)
+            self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1, TRUNCATED_FRAME)
             self._gap = -4  # that header is not input: counts resume four bytes back
         self._carry.clear()
         self._skip = 0

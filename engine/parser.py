@@ -27,17 +27,19 @@ from kernels.errors import (
     ERROR_NAMES,
     INVALID_JSON,
     INVALID_UTF8,
+    NO_FIELD,
     NOT_AN_OBJECT,
     OK,
     OUT_OF_RANGE,
     TOO_DEEP,
     TOO_LARGE,
+    TRUNCATED,
 )
 from kernels.framing import count_lines, frame_length_prefixed, frame_lines
 from kernels.jsonparse import parse_batch, parse_lines
 from kernels.numeric import float32_halfway
 
-_SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE])
+_SYNTAX_ERRORS = np.array([INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, TOO_DEEP, TOO_LARGE, TRUNCATED])
 Bytes = bytes | bytearray | memoryview | np.ndarray
 
 
@@ -251,14 +253,16 @@ class Parser:
             self._give_workspace(work)
 
     def parse_length_prefixed(self, data: Bytes) -> ParseResult:
-        """Parse u32 big-endian length-prefixed messages; a truncated last frame is rejected."""
+        """Parse u32 big-endian length-prefixed messages; a last frame cut short is one
+        message, rejected as ``truncated`` (its raw bytes start with its header)."""
         buf = as_uint8(data)
         self._use_threads()
         starts, ends, consumed = frame_length_prefixed(buf, 0, len(buf))
-        if consumed < len(buf):  # the rest cannot be framed: account for it as one message
-            starts = np.append(starts, consumed)
-            ends = np.append(ends, len(buf))
-        return self.parse_spans(buf, starts, ends)
+        if consumed == len(buf):
+            return self.parse_spans(buf, starts, ends)
+        starts = np.append(starts, consumed)
+        ends = np.append(ends, len(buf))
+        return self.parse_spans(buf, starts, ends, truncated=np.array([len(starts) - 1]))
 
     def parse_messages(self, messages: Sequence[bytes]) -> ParseResult:
         """Parse pre-framed messages; each is one JSON object and may contain newlines.
@@ -284,14 +288,17 @@ class Parser:
         blank: int = 0,
         base: int = 0,
         first_index: int = 0,
+        truncated: np.ndarray | None = None,
     ) -> ParseResult:
-        """Parse messages buf[starts[i]:ends[i]]: the entry point for arenas and listeners."""
+        """Parse messages buf[starts[i]:ends[i]]: the entry point for arenas and listeners.
+        Messages whose index is in ``truncated`` are frames their producer ended early:
+        rejected as such, whatever their bytes."""
         buf = as_uint8(buf)
         starts = np.ascontiguousarray(starts, np.int64)
         ends = np.ascontiguousarray(ends, np.int64)
         work = self._take_workspace()
         try:
-            return self._parse_spans(buf, starts, ends, blank, base, first_index, work)
+            return self._parse_spans(buf, starts, ends, blank, base, first_index, work, truncated)
         finally:
             self._give_workspace(work)
 
@@ -304,9 +311,15 @@ class Parser:
         base: int,
         first_index: int,
         work: _Workspace,
+        truncated: np.ndarray | None = None,
     ) -> ParseResult:
         cols = self._allocate(len(starts), work)
         parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
+        if truncated is not None and len(truncated):
+            errors = cols.errors
+            errors[tb.ERR_CODE, truncated] = TRUNCATED
+            errors[tb.ERR_POS, truncated] = ends[truncated] - starts[truncated]  # where it stopped
+            errors[tb.ERR_FIELD, truncated] = NO_FIELD
         return self._result(buf, starts, ends, cols, blank, base, first_index)
 
     def _result(

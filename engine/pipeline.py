@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.arena import FRAMES, LINES, Arena, ArenaPool
+from engine.arena import LINES, TRUNCATED_FRAME, Arena, ArenaPool
 from engine.arrow import DEAD_LETTER_SCHEMA
 from engine.batcher import LOOP_HOLDS
 from engine.config import PIPELINE_DEPTH
@@ -365,12 +365,15 @@ class Pipeline:
             if parsed is not None:
                 result, records = parsed
                 return self._arena_result([result], records, arena)
-        starts, ends, records, blank = self._frame(buf, arena)
+        starts, ends, records, blank, truncated = self._frame(buf, arena)
         results = []
         n = len(starts)
         for lo in range(0, max(n, 1), self._max_messages):
             hi = min(n, lo + self._max_messages)
-            r = self.parser.parse_spans(buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, first_index=lo)
+            cut = truncated[(truncated >= lo) & (truncated < hi)] - lo
+            r = self.parser.parse_spans(
+                buf, starts[lo:hi], ends[lo:hi], blank=blank if lo == 0 else 0, first_index=lo, truncated=cut
+            )
             results.append(r)
         return self._arena_result(results, records, arena)
 
@@ -414,7 +417,7 @@ class Pipeline:
         that every one keeps its raw bytes and the counts still add up."""
         buf = as_uint8(arena.data[: arena.used])
         try:
-            starts, ends, records, blank = self._frame(buf, arena)
+            starts, ends, records, blank, _ = self._frame(buf, arena)
         except Exception:
             starts = np.array([r.start for r in arena.regions], np.int64)
             ends = np.array([r.end for r in arena.regions], np.int64)
@@ -438,33 +441,38 @@ class Pipeline:
         result = ParseResult(empty, rejects, blank, {ERROR_NAMES[INTERNAL_ERROR]: n} if n else {})
         return self._arena_result([result], records, arena)  # skipped bytes count, as anywhere
 
-    def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def _frame(self, buf: np.ndarray, arena: Arena) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
         """Message spans of the arena, one framing kernel call per run of same-kind regions:
-        (starts, ends, record starts, blank lines). A record starts at its frame header."""
+        (starts, ends, record starts, blank lines, indices of truncated frames). A record
+        starts at its frame header."""
         runs: list[list[int]] = []
         for region in arena.regions:
             if runs and runs[-1][2] == region.kind:
                 runs[-1][1] = region.end
             else:
                 runs.append([region.start, region.end, region.kind])
+        empty = np.empty(0, np.int64)
         if not runs:
-            empty = np.empty(0, np.int64)
-            return empty, empty, empty, 0
-        all_starts, all_ends, all_records, blank = [], [], [], 0
+            return empty, empty, empty, 0, empty
+        all_starts, all_ends, all_records, blank, truncated, n = [], [], [], 0, [], 0
         chunks = max(1, min(numba.get_num_threads() * 4, arena.used >> 16))
         for start, end, kind in runs:
-            if kind == FRAMES:
-                s, e, _ = frame_length_prefixed(buf, start, end)
-                all_records.append(s - 4)
-            else:
+            if kind == LINES:
                 s, e, b, _ = frame_lines(buf, start, end, True, chunks, self.parser.max_message_bytes)
                 all_records.append(s)
                 blank += b
+            else:
+                s, e, _ = frame_length_prefixed(buf, start, end)
+                all_records.append(s - 4)
+                if kind == TRUNCATED_FRAME:
+                    truncated.extend(range(n, n + len(s)))
             all_starts.append(s)
             all_ends.append(e)
+            n += len(s)
+        cut = np.array(truncated, np.int64) if truncated else empty
         if len(runs) == 1:
-            return all_starts[0], all_ends[0], all_records[0], blank
-        return np.concatenate(all_starts), np.concatenate(all_ends), np.concatenate(all_records), blank
+            return all_starts[0], all_ends[0], all_records[0], blank, cut
+        return np.concatenate(all_starts), np.concatenate(all_ends), np.concatenate(all_records), blank, cut
 
     @staticmethod
     def _settle(regions: list, out: ArenaResult, stored: bool = True) -> None:

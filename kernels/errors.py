@@ -22,6 +22,7 @@ UNKNOWN_FIELD = 12
 TOO_DEEP = 13
 TOO_LARGE = 14
 INTERNAL_ERROR = 15
+TRUNCATED = 16  # set by the engine, not the kernels: a frame its producer ended early
 
 ERROR_NAMES: tuple[str, ...] = (
     "ok",
@@ -40,6 +41,7 @@ ERROR_NAMES: tuple[str, ...] = (
     "too_deep",
     "too_large",
     "internal_error",
+    "truncated",
 )
 
 #: Not an error: the verdict of a line holding only whitespace, which is skipped and counted,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.arena import FRAMES, LINES
+from engine.arena import FRAMES, LINES, TRUNCATED_FRAME
 from engine.framer import CHUNK_BYTES, FrameFramer, LineFramer
 from kernels.framing import frame_length_prefixed, frame_lines, scan_length_prefixed, scan_lines
 
@@ -237,6 +237,7 @@ def test_truncated_frame_at_the_end_is_one_message_with_its_header():
     out = np.frombuffer(sink.data(), np.uint8)
     s, e, _ = frame_length_prefixed(out, 0, len(out))
     assert [bytes(out[a:b]) for a, b in zip(s, e, strict=True)] == [b"ok", b"\x00\x00\x00\x09abc"]
+    assert [kind for _, kind, count in sink.appends if count] == [FRAMES, TRUNCATED_FRAME]  # rejected as such
 
 
 def test_scan_length_prefixed_matches_a_naive_walk():

@@ -223,7 +223,26 @@ def test_length_prefixed_framing(all_types_parser):
     data = b"".join(len(m).to_bytes(4, "big") + m for m in msgs) + b'\x00\x00\x00\x09{"re'
     r = all_types_parser.parse_length_prefixed(data)
     assert r.batch.column("req").to_pylist() == [1, 3]
-    assert r.rejects.column("error").to_pylist() == ["type_mismatch", "invalid_json"]
+    assert r.rejects.column("error").to_pylist() == ["type_mismatch", "truncated"]
+    cut = r.rejects.slice(1).to_pylist()[0]
+    assert (cut["index"], cut["offset"], cut["position"], cut["field"]) == (
+        3,
+        46,
+        8,
+        None,
+    )  # 14 + 18 + 14 bytes before it
+    assert cut["raw"] == b'\x00\x00\x00\x09{"re'  # header included: what came, as it came
+
+
+@pytest.mark.parametrize("tail", [b"\x00\x00", b'\x00\x00\x00\x20{"req": 1}'])
+def test_a_frame_cut_short_is_truncated_even_when_its_bytes_would_parse(all_types_parser, tail):
+    """A partial header, or a body that is a whole JSON object but shorter than its header
+    says: the producer stopped early, so the message is not what it meant to send."""
+    r = all_types_parser.parse_length_prefixed(b'\x00\x00\x00\x0a{"req": 1}' + tail)
+    assert r.batch.column("req").to_pylist() == [1]
+    assert r.rejects.column("error").to_pylist() == ["truncated"]
+    assert r.rejects.column("position").to_pylist() == [len(tail)]
+    assert r.error_counts == {"truncated": 1}
 
 
 def test_too_large_messages_are_rejected():

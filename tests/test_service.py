@@ -67,7 +67,8 @@ async def test_length_prefixed_listener_with_oversize_and_truncated_frames(confi
         consumers.start_soon(drain, eng.subscribe("events.rejects"), rejects)
         await anyio.to_thread.run_sync(send_tcp, eng.tcp[1].port, data, 7)
     assert column(accepted, "seq") == [0, 2]  # a frame may hold newlines
-    assert column(rejects, "error") == ["too_large", "invalid_json"]
+    assert column(rejects, "error") == ["too_large", "truncated"]
+    assert column(rejects, "position")[1] == 5  # where it stopped: 5 of the 4 + 80 bytes came
     raw = column(rejects, "raw")
     assert raw[0] == big[: 4096 + 1]  # the oversize frame's dead letter shows how it began
     assert raw[1] == b"\x00\x00\x00\x50{"  # the truncated frame, header included
