@@ -226,9 +226,11 @@ class FrameFramer:
 
     def finish(self) -> None:
         if self._carry:
-            # a truncated frame: re-framed whole (its own header becomes its first bytes)
+            # a truncated frame: re-framed whole (its own header becomes its first bytes).
+            # The header added is not input: the message's offset and every count after it
+            # are taken four bytes back, from the region's start
+            self._gap -= 4
             self._put((len(self._carry).to_bytes(4, "big"), self._carry), 1, TRUNCATED_FRAME)
-            self._gap = -4  # that header is not input: counts resume four bytes back
         self._carry.clear()
         self._skip = 0
         self._hand_on_gap()

@@ -316,10 +316,7 @@ class Parser:
         cols = self._allocate(len(starts), work)
         parse_batch(buf, starts, ends, self.max_message_bytes, self.compiled.tables, cols, _threads_chunks(len(starts)))
         if truncated is not None and len(truncated):
-            errors = cols.errors
-            errors[tb.ERR_CODE, truncated] = TRUNCATED
-            errors[tb.ERR_POS, truncated] = ends[truncated] - starts[truncated]  # where it stopped
-            errors[tb.ERR_FIELD, truncated] = NO_FIELD
+            starts = self._cut_short(buf, starts, ends, truncated, cols)
         return self._result(buf, starts, ends, cols, blank, base, first_index)
 
     def _result(
@@ -345,6 +342,31 @@ class Parser:
         counts = np.bincount(codes[rejected], minlength=len(ERROR_NAMES))
         error_counts = {ERROR_NAMES[k]: int(c) for k, c in enumerate(counts) if c}
         return ParseResult(batch, rejects, blank, error_counts)
+
+    def _cut_short(
+        self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, truncated: np.ndarray, cols: tb.BatchColumns
+    ) -> np.ndarray:
+        """The verdicts of frames whose producer stopped early (each span begins at the
+        frame's own header): ``truncated`` at the point where it stopped, unless the header
+        declared more than ``max_message_bytes``, which makes it ``too_large`` wherever it
+        stopped, reported from its body as any too_large frame is. Returns the spans'
+        starts, moved past the header for those."""
+        errors = cols.errors
+        moved = starts
+        for i in truncated.tolist():
+            s, e = int(starts[i]), int(ends[i])
+            declared = int.from_bytes(buf[s : s + 4].tobytes(), "big") if e - s >= 4 else 0
+            errors[tb.ERR_FIELD, i] = NO_FIELD
+            if declared > self.max_message_bytes:
+                if moved is starts:
+                    moved = starts.copy()
+                moved[i] = s + 4
+                errors[tb.ERR_CODE, i] = TOO_LARGE
+                errors[tb.ERR_POS, i] = 0
+            else:
+                errors[tb.ERR_CODE, i] = TRUNCATED
+                errors[tb.ERR_POS, i] = e - s
+        return moved
 
     def _use_threads(self) -> None:
         if self.threads is not None:

@@ -379,7 +379,7 @@ class Pipeline:
 
     def _arena_result(self, results: list[ParseResult], records: np.ndarray, arena: Arena) -> ArenaResult:
         skipped = arena.skipped()
-        if skipped:
+        if any(r.gap for r in arena.regions):  # gaps of both signs may cancel out in total
             results = [self._input_offsets(r, arena) for r in results]
         rejects = pa.Table.from_batches([r.rejects for r in results if r.rejected], schema=self.parser.rejects_schema)
         rejected_index = rejects.column("index").to_numpy() if rejects.num_rows else np.empty(0, np.int64)

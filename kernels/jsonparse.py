@@ -785,7 +785,7 @@ def _parse(buf, framed, starts, ends, counts, before, tail, max_message_bytes, T
         tail_chunk = not framed and c == nchunks - 1 and tail >= 0
         blank[c] = _parse_chunk(
             buf, framed, starts, ends, i, last, s, tail_chunk, max_message_bytes, required,
-            T.fields, T.float_bounds, T.uint_bounds, T.text, T.lists, T.reject_unknown, T.max_depth,
+            fields, T.float_bounds, T.uint_bounds, T.text, T.lists, T.reject_unknown, T.max_depth,
             C.state, C.ints, C.floats, C.spans, C.errors,
         )  # fmt: skip
     return blank.sum()

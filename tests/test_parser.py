@@ -245,6 +245,17 @@ def test_a_frame_cut_short_is_truncated_even_when_its_bytes_would_parse(all_type
     assert r.error_counts == {"truncated": 1}
 
 
+def test_a_cut_short_frame_declared_over_the_limit_is_too_large():
+    p = engine.Parser(
+        engine.load_config(
+            "streams:\n  s:\n    fields: {a: {type: string}}\nlimits: {max_message_bytes: 64}\n"
+        ).streams["s"]
+    )
+    r = p.parse_length_prefixed(b"\x00\x01\x00\x00" + b"x" * 1000)  # declares 65,536 bytes
+    cut = r.rejects.to_pylist()
+    assert [(d["error"], d["offset"], d["position"], d["raw"]) for d in cut] == [("too_large", 4, 0, b"x" * 65)]
+
+
 def test_too_large_messages_are_rejected():
     p = engine.Parser(
         engine.load_config(

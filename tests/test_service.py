@@ -69,9 +69,36 @@ async def test_length_prefixed_listener_with_oversize_and_truncated_frames(confi
     assert column(accepted, "seq") == [0, 2]  # a frame may hold newlines
     assert column(rejects, "error") == ["too_large", "truncated"]
     assert column(rejects, "position")[1] == 5  # where it stopped: 5 of the 4 + 80 bytes came
+    assert column(rejects, "offset")[1] == len(data) - 5  # its header's input offset
     raw = column(rejects, "raw")
     assert raw[0] == big[: 4096 + 1]  # the oversize frame's dead letter shows how it began
     assert raw[1] == b"\x00\x00\x00\x50{"  # the truncated frame, header included
+
+
+async def test_dead_letter_offsets_count_skipped_bytes_and_a_cut_short_frame(config):
+    """Offsets are input offsets: the 4 bytes skipped of an oversize frame and the 4-byte
+    header the framer puts before a cut-short frame cancel out in the arena's total, and must
+    still move the offsets of what lies between them. A cut-short frame whose header declared
+    more than max_message_bytes is too_large, reported from its body like any such frame."""
+
+    def frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+
+    first = frame(message(0))
+    over = (4096 + 5).to_bytes(4, "big") + b"x" * (4096 + 5)  # max + 1 kept, 4 skipped
+    cut = b"\x00\x00\x00\x50" + b'{"seq":'  # 7 of its 80 bytes came
+    for tail, code, at in [(cut, "truncated", 0), (b"\x00\x01\x00\x00" + b"y" * 300, "too_large", 4)]:
+        data = first + over + frame(b"[1]") + tail
+        async with Engine(config) as eng:
+            rejects = eng.subscribe("events.rejects")
+            receipt = await eng.ingest("events", data, framing="length_prefixed")
+            assert (receipt.accepted, receipt.rejected) == (1, 3)
+            got = (await rejects.next_batch()).to_pylist()
+        assert [r["error"] for r in got] == ["too_large", "not_an_object", code]
+        assert [r["offset"] for r in got] == [len(first) + 4, len(first) + len(over) + 4, len(data) - len(tail) + at]
+        assert got[2]["raw"] == tail[at : at + 4097]
+        assert got[2]["position"] == (len(tail) if code == "truncated" else 0)
+        assert eng.stats("events")["bytes"] == len(data)
 
 
 async def test_oversize_line_is_rejected_without_losing_its_neighbours(config):
