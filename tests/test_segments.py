@@ -156,19 +156,82 @@ def test_every_torn_tail_is_truncated_to_whole_batches(tmp_path):
     assert schema_end < ends[0]
 
 
-def test_a_damaged_byte_in_the_newest_segment_drops_only_what_follows_it(tmp_path):
+def test_a_damaged_byte_in_a_torn_newest_segment_drops_only_what_follows_it(tmp_path):
     """A flipped byte in a length or type field reads as a huge allocation or an unknown
-    type (not only ArrowInvalid): start-up must still cut the log back, never fail."""
+    type (not only ArrowInvalid): start-up must still cut the log back, never fail. The file
+    has no end-of-stream marker, as after a crash, so the damage may be where it tore."""
     path, data, _, ends = _one_segment(tmp_path / "base", 3)
-    for at in range(ends[0], len(data) - len(EOS)):
+    torn = data[: -len(EOS)]
+    for at in range(ends[0], len(torn)):
         for value in (0xFF, 0x7F):
             d = tmp_path / f"flip{at}_{value}"
             d.mkdir()
-            (d / path.name).write_bytes(data[:at] + bytes([value]) + data[at + 1 :])
+            (d / path.name).write_bytes(torn[:at] + bytes([value]) + torn[at + 1 :])
             log = SegmentLog.open(d, SCHEMA, SegmentPolicy())
             kept = list(log.read())
             assert log.next_seq >= 1 and [seq_of(b) for b in kept] == list(range(log.next_seq)), at
             log.close()
+
+
+def test_a_cleanly_closed_newest_segment_damaged_later_keeps_its_seqs(tmp_path):
+    """Ending with its end-of-stream marker, the file was closed whole: damage before the
+    marker is a disk fault, not a torn write. Start-up must neither fail nor cut it back
+    (that would drop acknowledged batches and hand their seqs out again); it keeps the file,
+    resumes numbering past every seq it could hold, and a read stops at the damage, naming
+    the file, after the batches before it."""
+    path, data, _, ends = _one_segment(tmp_path / "base", 3)
+    damaged = 0
+    for at in range(ends[0] - 40, len(data) - len(EOS), 3):
+        d = tmp_path / f"flip{at}"
+        d.mkdir()
+        bad = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+        (d / path.name).write_bytes(bad)
+        log = SegmentLog.open(d, SCHEMA, SegmentPolicy())
+        assert (d / path.name).read_bytes() == bad, at  # left as it was
+        assert log.next_seq >= 3, at  # never below what was stored: no seq given out twice
+        got = []
+        if log.next_seq == 3:  # the flip hit a value: nothing to see
+            got = list(log.read())
+        else:
+            damaged += 1
+            with pytest.raises(LogError, match=path.name):
+                for b in log.read():
+                    got.append(b)
+        assert [seq_of(b) for b in got] == list(range(len(got))), at
+        first_new = log.next_seq
+        append(log, 1)
+        log.close()
+        again = SegmentLog.open(d, SCHEMA, SegmentPolicy())  # the damaged file is now an older one
+        assert again.next_seq == first_new + 1, at
+        assert [seq_of(b) for b in again.read(first_new)] == [first_new], at
+        again.close()
+    assert damaged > 10
+
+
+def test_a_cleanly_closed_newest_segment_with_a_damaged_schema_keeps_its_seqs(tmp_path):
+    path, data, schema_end, _ = _one_segment(tmp_path, 3)
+    path.write_bytes(bytes(8) + data[8:])  # its schema message's prefix zeroed
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy())
+    assert path.read_bytes()[:8] == bytes(8) and log.next_seq > 3
+    with pytest.raises(LogError, match=path.name):
+        list(log.read())
+    log.close()
+
+
+def test_a_middle_segment_with_a_damaged_schema_ends_a_read_naming_it(tmp_path):
+    """The cursor opens each segment's stream as it reaches it: a schema message that no
+    longer reads is damage like any other, after the batches before that file."""
+    log = SegmentLog.open(tmp_path, SCHEMA, SegmentPolicy(max_bytes=2000, retain_bytes=None))
+    append(log, 40)
+    second = log.segments()[1]
+    data = second.path.read_bytes()
+    second.path.write_bytes(bytes(8) + data[8:])
+    cursor, got = log.cursor(0), []
+    with pytest.raises(LogError, match=second.path.name):
+        while True:
+            got += cursor.read(log.next_seq, 64)
+    assert [seq_of(b) for b in got] == list(range(second.first_seq))
+    log.close()
 
 
 def test_first_seq_never_waits_behind_a_disk_write(tmp_path):
@@ -221,8 +284,12 @@ def test_a_reader_keeps_a_segment_that_retention_deletes(tmp_path):
     append(log, 10)
     cur = log.cursor(0)
     assert len(cur.read(log.next_seq, 1)) == 1
+    first_end = log.segments()[0].next_seq
     log.enforce_retention(now=10**12)
-    # the open segment stays readable; the next, deleted one is reported out of range
+    # the open segment stays readable, and what is left of it comes first; the next,
+    # deleted one is then reported out of range
+    rest = cur.read(log.next_seq, 100)
+    assert [seq_of(b) for b in rest] == list(range(1, first_end)) and first_end > 1
     with pytest.raises(SeqOutOfRange):
         cur.read(log.next_seq, 100)
 

@@ -13,7 +13,8 @@ the newest segment is read back batch by batch (each one fully validated, sequen
 contiguous); a torn tail (a batch cut short by a crash) is truncated after the last whole
 batch and the file is closed with an end-of-stream marker. Numbering resumes after the last
 whole batch, and new batches go to a new segment, so no file is ever appended to after a
-restart.
+restart. A newest segment that already ends with its marker but cannot be read up to it was
+damaged after it closed: it is left as it is and numbering skips every seq it could hold.
 
 Everything here blocks: the pipeline calls ``append``/``sync`` on a worker thread, and
 readers (``cursor``) run on worker threads too. One lock orders writers, rolls and
@@ -40,6 +41,9 @@ log = logging.getLogger("quiver.segments")
 SEQ_KEY = b"quiver.seq"
 SUFFIX = ".arrow"
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # IPC end-of-stream marker
+#: No record batch message is shorter: its 8-byte prefix, and flatbuffer metadata with a
+#: node, buffers and the ``quiver.seq`` key. Bounds the batches a damaged stretch can hold.
+MIN_MESSAGE_BYTES = 64
 
 
 class SeqOutOfRange(LookupError):
@@ -209,7 +213,10 @@ class SegmentLog:
                 pass
         if schema is not None and repair and not schema.equals(self.schema, check_metadata=False):
             raise self._changed(path)
-        clean = size == good_end + len(EOS) and _tail(path, len(EOS)) == EOS
+        ended = _tail(path, len(EOS)) == EOS
+        if ended and good_end + len(EOS) < size == path.stat().st_size:
+            return self._damaged(first, path, seq, good_end, size, repair)
+        clean = ended and size == good_end + len(EOS)
         if repair and not clean:
             if schema is None:  # not even the schema survived: rewrite an empty segment
                 good_end = 0
@@ -225,6 +232,22 @@ class SegmentLog:
             log.warning("segment_repaired path=%s kept_batches=%d dropped_bytes=%d", path, seq - first, size - good_end)
         st = path.stat()
         return Segment(first, path, seq, st.st_size, st.st_mtime, True)
+
+    def _damaged(self, first: int, path: Path, seq: int, good_end: int, size: int, repair: bool) -> Segment:
+        """The newest segment ends with its end-of-stream marker, so it was closed whole, yet
+        it cannot be read up to that marker: a disk fault or an edit, not a torn write. Cutting
+        it back, as a torn tail is, would drop batches that were acknowledged and give their
+        seqs out again, so the file is kept as it is, read like any damaged segment (up to the
+        damage, then an error naming it), and numbering resumes past every seq the unreadable
+        bytes could hold."""
+        upper = seq + max(1, (size - len(EOS) - good_end) // MIN_MESSAGE_BYTES)
+        if repair:
+            log.error(
+                "segment_damaged path=%s readable_batches=%d unreadable_bytes=%d skipped_seqs=%d..%d",
+                path, seq - first, size - len(EOS) - good_end, seq, upper - 1,
+            )
+        st = path.stat()
+        return Segment(first, path, upper, st.st_size, st.st_mtime, True)
 
     def _changed(self, path: Path) -> LogError:
         return LogError(
@@ -508,22 +531,25 @@ class LogCursor:
         out: list[pa.RecordBatch] = []
         while self.pos < until_seq and len(out) < max_batches:
             seg = self._segment
-            if self._reader is None or (seg is not None and seg.closed and self.pos >= seg.next_seq):
-                self._open(self.pos)
-            assert self._reader is not None and self._segment is not None
             try:
-                batch, meta = self._reader.read_next_batch_with_custom_metadata()
-                seq = int(meta[SEQ_KEY])
-            except (pa.ArrowException, StopIteration, OSError, ValueError, KeyError, TypeError) as exc:
-                # only the newest segment is checked at start: an older one damaged since
-                # (a disk fault, a hand edit) ends the read here, with what came before it
+                if self._reader is None or (seg is not None and seg.closed and self.pos >= seg.next_seq):
+                    self._open(self.pos)
+                assert self._reader is not None and self._segment is not None
+                try:
+                    batch, meta = self._reader.read_next_batch_with_custom_metadata()
+                    seq = int(meta[SEQ_KEY])
+                except (pa.ArrowException, StopIteration, OSError, ValueError, KeyError, TypeError) as exc:
+                    # only the newest segment is checked at start: an older one damaged since
+                    # (a disk fault, a hand edit) ends the read here
+                    raise LogError(f"{self._segment.path}: batch {self.pos} cannot be read: {exc!r}") from None
+                if seq > self.pos:
+                    raise LogError(f"{self._segment.path}: expected batch {self.pos}, found {seq}")
+            except (LogError, SeqOutOfRange):
                 if out:
-                    return out
-                raise LogError(f"{self._segment.path}: batch {self.pos} cannot be read: {exc!r}") from None
+                    return out  # what came before it first; the next call raises again
+                raise
             if seq < self.pos:
                 continue  # skipping to the start position inside the first segment
-            if seq != self.pos:
-                raise LogError(f"{self.log.directory}: expected batch {self.pos}, found {seq}")
             out.append(stamp(batch, seq))
             self.pos += 1
         return out
@@ -537,7 +563,11 @@ class LogCursor:
             self._file = pa.OSFile(str(segment.path))
         except (FileNotFoundError, pa.ArrowIOError):
             raise SeqOutOfRange(seq, self.log.first_seq, self.log.next_seq) from None
-        self._reader = pa.ipc.open_stream(self._file)
+        try:
+            self._reader = pa.ipc.open_stream(self._file)
+        except (pa.ArrowException, OSError, ValueError) as exc:  # its schema message is damaged
+            self.close()
+            raise LogError(f"{segment.path}: batch {seq} cannot be read: {exc!r}") from None
         # an active segment's end moves; pos never passes what the writer has finished,
         # and the writer marks the segment closed before it starts the next one
         self._segment = segment
