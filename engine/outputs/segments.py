@@ -244,7 +244,11 @@ class SegmentLog:
         if repair:
             log.error(
                 "segment_damaged path=%s readable_batches=%d unreadable_bytes=%d skipped_seqs=%d..%d",
-                path, seq - first, size - len(EOS) - good_end, seq, upper - 1,
+                path,
+                seq - first,
+                size - len(EOS) - good_end,
+                seq,
+                upper - 1,
             )
         st = path.stat()
         return Segment(first, path, upper, st.st_size, st.st_mtime, True)
