@@ -174,6 +174,120 @@ async def test_pipelined_requests_then_a_half_close_get_every_answer(config):
         assert eng.stats("events")["accepted"] == 3 * 6
 
 
+async def test_a_refused_pipelined_request_waits_for_the_answers_before_it(config):
+    """Junk or an oversize head after a whole POST (a body longer than its Content-Length,
+    say): the POST's receipt comes first, then the refusal. Written at once, the refusal
+    was all the client read, and it would send messages already taken again."""
+    body = b"".join(message(i) + b"\n" for i in range(3))
+    post = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    oversize = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (20 << 10) + b"\r\n\r\n"
+    async with Engine(config) as eng:
+        for follow, status in ((b"garbage\r\n\r\n", b"400"), (oversize, b"431"), (post + b"\x00junk\r\n\r\n", b"400")):
+            out = await anyio.to_thread.run_sync(exchange, eng.http[0].port, post + follow)
+            answers = out.split(b"HTTP/1.1 ")[1:]
+            assert [a[:3] for a in answers] == [b"200"] * (1 + follow.startswith(b"POST")) + [status], out
+            assert all(b'"accepted": 3' in a for a in answers[:-1])
+        assert eng.stats("events")["accepted"] == 3 * 4
+
+        # a live consumer that sends junk: its stream goes on, no answer lands inside it
+        url = eng.http[0].url
+
+        def consume() -> list[int]:
+            with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
+                s.sendall(b"GET /v1/streams/events/arrow HTTP/1.1\r\nHost: x\r\n\r\njunk\r\n\r\n")
+                resp = http.client.HTTPResponse(s)
+                resp.begin()
+                return [v for b in pa.ipc.open_stream(resp) for v in b.column("seq").to_pylist()]
+
+        reader = threading.Thread(target=lambda: got.extend(consume()))
+        got: list[int] = []
+        reader.start()
+        await wait_until(lambda: eng.streams["events"].batches.consumers == 1)
+        await call(f"{url}/v1/streams/events", message(7) + b"\n")
+    await anyio.to_thread.run_sync(reader.join, 20)
+    assert got == [7]  # then the end at shutdown: a whole stream
+
+
+async def test_transfer_codings_other_than_chunked_are_refused(config):
+    """httptools reads such a body by its last coding (chunked) and would hand on the
+    gzip or deflate bytes as they are, as NDJSON (RFC 9112: 501)."""
+    body = gzip.compress(message(1) + b"\n")
+    async with Engine(config) as eng:
+        for coding in (b"gzip, chunked", b"deflate, chunked", b"foo, chunked"):
+            request = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: %s\r\n\r\n" % coding
+            out = await anyio.to_thread.run_sync(
+                exchange, eng.http[0].port, request + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            )
+            assert out.startswith(b"HTTP/1.1 501") and coding in out, out
+        # Content-Encoding over several fields is one list: two gzips are not one
+        two = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
+        out = await anyio.to_thread.run_sync(
+            exchange, eng.http[0].port, two + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        assert out.startswith(b"HTTP/1.1 415"), out
+        assert eng.stats("events")["received"] == 0
+
+
+async def test_an_http_1_0_consumer_gets_a_stream_that_ends_with_the_connection(config):
+    """HTTP/1.0 has no chunked coding (RFC 9112 6.1): its reader would take the chunk
+    sizes for stream bytes."""
+    async with Engine(config) as eng:
+        port = eng.http[0].port
+
+        def consume() -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET /v1/streams/events/arrow HTTP/1.0\r\n\r\n")
+                s.settimeout(30)
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                return out
+
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(consume()))
+        reader.start()
+        await wait_until(lambda: eng.streams["events"].batches.consumers == 1)
+        await call(f"{eng.http[0].url}/v1/streams/events", message(1) + b"\n" + message(2) + b"\n")
+        await wait_until(lambda: eng.streams["events"].batches.next_seq == 1)
+    await anyio.to_thread.run_sync(reader.join, 20)
+    head, _, body = got[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert pa.ipc.open_stream(body).read_all().column("seq").to_pylist() == [1, 2]
+    assert body.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")  # the end marker: a whole stream
+
+
+async def test_a_dropped_consumer_is_aborted_only_once_it_stops_taking_what_it_is_sent(monkeypatch):
+    """A dropped consumer still reading what was queued for it (each send completing) is
+    left to finish; one that takes nothing for a whole grace period is aborted."""
+    monkeypatch.setattr(http_api, "DROPPED_GRACE_S", 0.05)
+    aborted: list[float] = []
+
+    class Dropped:
+        async def wait_dropped(self) -> None:
+            pass
+
+    for reading_s in (0.0, 0.3):
+        sent = [0]
+
+        async def reader(reading_s: float = reading_s, sent: list[int] = sent) -> None:
+            with anyio.move_on_after(reading_s):
+                while True:
+                    await anyio.sleep(0.01)
+                    sent[0] += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            began = anyio.current_time()
+            await http_api.HttpApi._abort_if_dropped(
+                Dropped(),
+                lambda began=began: aborted.append(anyio.current_time() - began),
+                "t",
+                lambda sent=sent: sent[0],
+            )
+    assert aborted[0] < 0.2 and aborted[1] >= 0.3  # the reader was never cut off while reading
+
+
 async def test_a_chunked_body_that_breaks_off_malformed_is_answered_with_what_was_taken(config):
     chunk = b"".join(message(i) + b"\n" for i in range(10)) + b'{"seq":'  # and a partial line
     request = (
@@ -263,6 +377,42 @@ async def test_a_dropped_consumer_that_reads_gets_what_was_queued_then_a_failure
         await anyio.to_thread.run_sync(reader.join, 60)
     assert isinstance(got["end"], Exception), got["end"]
     assert got["seqs"] == list(range(len(got["seqs"])))  # what it got, it got in order, whole
+
+
+async def test_a_dropped_http_1_0_consumer_reads_a_failure_not_an_end():
+    """Its body ends where the connection does, and an Arrow reader takes EOF between
+    messages as the end: what was queued comes, then bytes no reader takes for an end."""
+    got: dict[str, object] = {}
+    async with Engine(load_config(WIDE_YAML)) as eng:
+        topic = eng.streams["wide"].batches
+
+        def slow_reader() -> None:
+            with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
+                s.sendall(b"GET /v1/streams/wide/arrow HTTP/1.0\r\n\r\n")
+                s.settimeout(30)
+                out = b""
+                while chunk := s.recv(16384):
+                    out += chunk
+                    time.sleep(0.002)  # slower than the producer below
+                got["raw"] = out
+
+        reader = threading.Thread(target=slow_reader)
+        reader.start()
+        await wait_until(lambda: topic.consumers == 1)
+        seq = 0
+        blob = b"x" * 400
+        while not topic.dropped:
+            await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
+            seq += 200
+            assert seq < 400_000, "the consumer was never dropped"
+        await anyio.to_thread.run_sync(reader.join, 60)
+    head, _, body = got["raw"].partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    seqs = []
+    with pytest.raises(OSError, match="negative"):
+        for batch in pa.ipc.open_stream(body):
+            seqs.extend(batch.column("seq").to_pylist())
+    assert seqs and seqs == list(range(len(seqs)))  # what it got, it got in order, whole
 
 
 async def test_live_arrow_streams_deliver_batches_and_dead_letters_until_shutdown(config):

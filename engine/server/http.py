@@ -48,7 +48,7 @@ from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.outputs.hub import ConsumerDropped, Start, Subscription, Topic
 from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.server.access import bearer_matches
-from engine.server.http_protocol import ABORT, BODY_ERROR, CUT, BoundedHttpToolsProtocol
+from engine.server.http_protocol import ABORT, BODY_ERROR, CLOSE_DELIMITED, CUT, BoundedHttpToolsProtocol
 from engine.stream import Stream
 
 log = logging.getLogger("quiver.http")
@@ -60,6 +60,10 @@ ARROW_STREAM = b"application/vnd.apache.arrow.stream"
 #: How long a dropped consumer may take to read what was queued for it before its
 #: connection is aborted (one that does not read at all would hold those batches for good).
 DROPPED_GRACE_S = 5.0
+#: Ends a close-delimited stream (HTTP/1.0) whose consumer was dropped: an IPC message
+#: prefix with a negative length, which readers fail on. A close alone would read as a
+#: clean end, since an Arrow stream reader takes EOF between messages as the end.
+_NOT_AN_END = b"\xff\xff\xff\xff\xff\xff\xff\xff"
 _CHALLENGE = ((b"www-authenticate", b"Bearer"),)  # with 401 (its body unread: see _refuse)
 _GET_ONLY = ((b"allow", b"GET, HEAD"),)
 
@@ -210,6 +214,12 @@ class HttpApi:
         parts = path.strip("/").split("/")
         readonly = method in ("GET", "HEAD")  # (uvicorn leaves a HEAD answer's body out)
         refuse = _respond if readonly else _refuse  # (a body may follow)
+        codings = _codings(scope, b"transfer-encoding")
+        if codings and codings != [b"chunked"]:
+            # httptools reads the body by its last coding, chunked, and hands on what the
+            # others encoded as it is (RFC 9112 6.1: a coding not understood is 501)
+            coding = b", ".join(codings).decode(errors="replace")
+            return await _refuse(send, 501, {"error": f"unsupported Transfer-Encoding {coding!r}"})
         if path == "/healthz":
             if not readonly:
                 return await refuse(send, 405, {"error": "use GET"}, _GET_ONLY)
@@ -290,7 +300,8 @@ class HttpApi:
         if length is not None and length.isdigit() and int(length) > limit:
             self._hit("max_body_bytes", scope)
             return await _refuse(send, 413, {"error": f"body of {int(length)} bytes exceeds max_body_bytes ({limit})"})
-        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        codings = _codings(scope, b"content-encoding")  # every header: a list, applied in order
+        encoding = codings[0] if len(codings) == 1 else b"identity" if not codings else b", ".join(codings)
         if encoding not in (b"identity", b"gzip", b"x-gzip"):
             return await _refuse(
                 send, 415, {"error": f"unsupported Content-Encoding {encoding.decode(errors='replace')!r}"}
@@ -381,12 +392,19 @@ class HttpApi:
         except SeqOutOfRange as exc:
             body = {"error": str(exc), "first_seq": exc.first, "next_seq": exc.next}
             return await _respond(send, 416, body)
+        extensions = scope.get("extensions", {})
+        # HTTP/1.0 has no chunked coding: the body ends where the connection does
+        close_delimited = scope.get("http_version") == "1.0" and CLOSE_DELIMITED in extensions
+        cut = extensions.get(CUT)
+        sent = [0]  # bodies sent so far: whether a dropped consumer still reads
         try:
             sink = IpcChunks()
             writer = sink.new_stream(topic.schema)
             # an empty first batch makes the writer emit the schema (and dictionaries) now,
             # so readers open at once instead of waiting for the first real batch
             writer.write_batch(pa.RecordBatch.from_pylist([], schema=topic.schema))
+            if close_delimited:
+                extensions[CLOSE_DELIMITED]()
             await send(
                 {
                     "type": "http.response.start",
@@ -401,35 +419,48 @@ class HttpApi:
             await sink.send(send)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
-                abort = scope.get("extensions", {}).get(ABORT)
+                abort = extensions.get(ABORT)
                 if abort is not None:
-                    tg.start_soon(self._abort_if_dropped, sub, abort, topic.name)
+                    tg.start_soon(self._abort_if_dropped, sub, abort, topic.name, lambda: sent[0])
                 try:
                     async for batch in sub:
                         writer.write_batch(batch, custom_metadata={SEQ_KEY: batch.schema.metadata[SEQ_KEY]})
                         await sink.send(send)
+                        sent[0] += 1
                     writer.close()  # end-of-stream marker: the reader ends cleanly
                 except ConsumerDropped as exc:
                     log.warning("consumer_dropped transport=http topic=%s reason=%r", topic.name, str(exc))
-                    cut = scope.get("extensions", {}).get(CUT)
                     if cut is not None:
                         # what was queued for it is sent, but no end: an end (the IPC end
                         # marker, the last chunk) would tell the reader it had everything
+                        if close_delimited:
+                            await send({"type": "http.response.body", "body": _NOT_AN_END, "more_body": True})
                         cut()
                         await anyio.sleep_forever()  # until the disconnect cancels the group
+                if close_delimited and cut is not None:
+                    await sink.send(send)  # the end marker; then the close ends the body
+                    cut()
+                    await anyio.sleep_forever()  # until the disconnect cancels the group
                 await sink.send(send, more_body=False)
                 tg.cancel_scope.cancel()
         finally:
             sub.close()
 
     @staticmethod
-    async def _abort_if_dropped(sub: Subscription, abort: Callable[[], None], topic: str) -> None:
+    async def _abort_if_dropped(
+        sub: Subscription, abort: Callable[[], None], topic: str, sent: Callable[[], int]
+    ) -> None:
         """A dropped consumer that reads gets what was queued for it, then its response is
         cut short (so it fails rather than ends); one that does not is stuck in a write,
         holding those batches and a full socket buffer for as long as it stays connected:
-        abort it (this task ends with the stream otherwise)."""
+        abort it once a whole ``DROPPED_GRACE_S`` passes in which it took nothing (this
+        task ends with the stream otherwise)."""
         await sub.wait_dropped()
-        await anyio.sleep(DROPPED_GRACE_S)
+        while True:
+            before = sent()
+            await anyio.sleep(DROPPED_GRACE_S)
+            if sent() == before:
+                break
         log.warning("consumer_aborted transport=http topic=%s reason=dropped and not reading", topic)
         abort()
 
@@ -442,6 +473,13 @@ class HttpApi:
     async def wait_idle(self) -> None:
         """Until no POST is in progress."""
         await self._idle.wait()
+
+
+def _codings(scope: Scope, header: bytes) -> list[bytes]:
+    """The codings a list-valued header names, over all its fields, lower-cased."""
+    return [
+        c.strip().lower() for name, value in scope["headers"] if name == header for c in value.split(b",") if c.strip()
+    ]
 
 
 def _parse_start(text: str) -> Start | None:

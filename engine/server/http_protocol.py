@@ -7,7 +7,8 @@ each and holds its connection, and its share of ``max_connections``, forever. Th
 subclass bounds every connection:
 
 * ``max_header_bytes``: the request line and headers together, and the trailers of a
-  chunked body on their own; beyond it, 431 and close.
+  chunked body on their own (counted as they arrive, as is any stretch of chunk framing
+  that carries no body: chunk sizes, extensions); beyond it, 431 and close.
 * ``message_timeout_s``: a new connection must send its first request's head within it,
   and so must every request from its first byte; a body then gets ``message_timeout_s``
   (plus ``BODY_GRACE_S``) plus one second per ``MIN_BODY_BYTES_PER_S`` it sends (the way
@@ -38,6 +39,11 @@ holds the status and reason) instead of a bare 400, 408 or 431; and the app can 
 connection outright through the ``ABORT`` extension (a live stream whose consumer was
 dropped while it did not read), or end it with its response cut short through ``CUT`` (a
 live stream whose consumer was dropped: an end would tell it the stream was whole).
+A request this layer refuses (a malformed or oversize head, 400 or 431) while the
+requests pipelined before it are still being answered waits for their answers, then goes
+out and closes: a client reads answers in order, and a POST's receipt must not be lost to
+the junk that followed it. The app can also end a response by closing the connection
+(``CLOSE_DELIMITED``, for an HTTP/1.0 client, which must not get a chunked body).
 Everything else is uvicorn's.
 """
 
@@ -69,6 +75,11 @@ ABORT = "quiver.abort"
 CUT = "quiver.cut"
 #: The key, in a request scope's ``extensions``, of why its body broke off (absent if not).
 BODY_ERROR = "quiver.body_error"
+#: The key, in a request scope's ``extensions``, of a callable that makes its response's
+#: body end where the connection closes (no length, no chunked coding, ``connection:
+#: close``): for an endless body to an HTTP/1.0 client. Call it before the response
+#: starts, and end the response with ``CUT`` rather than a last body message.
+CLOSE_DELIMITED = "quiver.close_delimited"
 
 
 class LingeringTransport:
@@ -115,12 +126,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # bytes now arriving belong to a request line or headers
         self._head_bytes = 0
         self._trailer_bytes = 0
+        self._framing_bytes = 0  # body-phase bytes since the last body byte (chunk framing)
+        self._body_seen = False
+        self._held: bytes | None = None  # a refusal waiting for earlier answers (pipelining)
         self._deadline = 0.0  # loop time by which the message in progress must have ended
         self._timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_left = 0  # bytes a lingering close still drops before it closes
         self._peer_done = False  # the client half-closed after a whole request: answer, close
         self._body_ended = False  # _end_body ended a body: nothing after it is parsed
+        self._refused = False  # _fail answered (or holds the answer): nothing more is parsed
+        # the head as its callbacks deliver it: a head that arrives in one read with the end
+        # of the body before it is parsed there, in the body's read, uncounted above
+        self._head_fields = 0
 
     # -- connection ------------------------------------------------------------------
 
@@ -161,7 +179,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # empty pipeline afterwards does not mean nothing is left to answer
         started_next = bool(self.pipeline)
         super().on_response_complete()
-        if self._peer_done and not started_next and not self.transport.is_closing():
+        if started_next or self.transport.is_closing():
+            return
+        if self._held is not None:  # every earlier request answered: now the refusal
+            self.transport.write(self._held)
+            self.transport.close()
+        elif self._peer_done:
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
@@ -170,7 +193,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_ended:
             return  # the body had already ended here: the app answers for it
         if not self._end_body(400, "malformed HTTP body (bad chunk framing)"):
-            super().send_400_response(msg)
+            headers = b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.server_state.default_headers)
+            raw = msg.encode("ascii")
+            self._fail(
+                b"HTTP/1.1 400 Bad Request\r\n%scontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (headers, len(raw), raw)
+            )
+
+    def _fail(self, answer: bytes) -> None:
+        """Answer a request this layer refuses, then close. A pipelined request refused
+        while one before it is still being answered waits for that answer (a client reads
+        answers in order; written now, this one would be read as the earlier request's, or
+        land inside its body); one refused after its own answer began gets no second."""
+        self._refused = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if self._in_head:
+                self._held = answer
+                self._disarm()
+                return
+            if cycle.response_started:
+                answer = b""
+        if answer:
+            self.transport.write(answer)
+        self.transport.close()
 
     def _end_body(self, status: int, reason: str) -> bool:
         """End the body in progress here, for the app to answer with ``status`` and what it
@@ -195,8 +241,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Close once what was written is sent, the response unfinished (the app's ``CUT``)."""
         self.transport._transport.close()  # type: ignore[attr-defined]
 
+    def close_delimited(self) -> None:
+        """The app's ``CLOSE_DELIMITED``: uvicorn would give a response with no length a
+        chunked body whatever the request's version; this one ends where the connection does."""
+        cycle = self.cycle
+        assert cycle is not None and not cycle.response_started
+        cycle.chunked_encoding = False  # neither chunked nor a content-length header
+        cycle.expected_content_length = 1 << 62  # uvicorn counts the body down from it
+        cycle.keep_alive = False  # -> connection: close
+
     def data_received(self, data: bytes) -> None:
-        if self._body_ended:
+        if self._body_ended or self._held is not None:
             return  # the connection closes after the app's answer: the rest is not read
         if self.transport.lingering:  # type: ignore[attr-defined]
             self._linger_left -= len(data)
@@ -204,14 +259,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport._transport.close()  # type: ignore[attr-defined]
             return
         if not self._in_head:
-            return super().data_received(data)
+            self._body_seen = False
+            super().data_received(data)
+            if self._in_head or self._body_ended or self.transport.is_closing():
+                return  # the message ended (what follows was parsed as the next), or refused
+            # bytes of a chunked body that carry none of it (trailers, which httptools
+            # buffers until each line ends; chunk sizes and extensions) are bounded too
+            self._framing_bytes = 0 if self._body_seen else self._framing_bytes + len(data)
+            if self._framing_bytes > self._max_head:
+                self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
+            return
         # feed no more than the head may still take: what follows the head (a body, a
         # pipelined request) must not count against it
         room = self._max_head - self._head_bytes + 1
         head, rest = data[:room], data[room:]
         self._head_bytes += len(head)
         super().data_received(head)
-        if self.transport.is_closing() or self.parser is None:
+        if self.transport.is_closing() or self.parser is None or self._held is not None:
             return
         if self._in_head and self._head_bytes > self._max_head:
             return self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
@@ -220,29 +284,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ----------------------------------------------------------------
 
+    @property
+    def _stopped(self) -> bool:
+        """Nothing more is parsed (the parser still runs through what was already read)."""
+        return self._body_ended or self._refused
+
     def on_url(self, url: bytes) -> None:
-        if not self._body_ended:
+        if not self._stopped:
+            self._head_fields += len(url)
             super().on_url(url)
 
     def on_message_begin(self) -> None:
-        if self._body_ended:
+        if self._stopped:
             return  # the parser goes on through what was read with the body's end
         super().on_message_begin()
-        self._trailer_bytes = 0
+        self._trailer_bytes = self._framing_bytes = self._head_fields = 0
         if self._timer is None:  # the first request's clock started when it connected
             self._arm(self.loop.time() + self._timeout)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.transport.is_closing() or self._body_ended:
+        if self.transport.is_closing() or self._stopped:
             return  # refused: the rest of what was read is dropped
-        if not self._in_head:  # a trailer of a chunked body: bounded on its own
+        if self._in_head:
+            self._head_fields += len(name) + len(value) + 4
+            over = self._head_fields > self._max_head
+        else:  # a trailer of a chunked body: bounded on its own
             self._trailer_bytes += len(name) + len(value) + 4
-            if self._trailer_bytes > self._max_head:
-                return self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
+            over = self._trailer_bytes > self._max_head
+        if over:
+            return self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._body_ended:
+        if self._stopped:
             return
         self._in_head = False
         # the body's clock starts now, a little later than the app's per-chunk deadline
@@ -255,16 +329,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         extensions = self.scope.setdefault("extensions", {})  # type: ignore[union-attr]
         extensions[ABORT] = self.abort
         extensions[CUT] = self.cut
+        extensions[CLOSE_DELIMITED] = self.close_delimited
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self._body_ended:
+        if self._stopped:
             return
         self._deadline += len(body) / MIN_BODY_BYTES_PER_S
+        self._body_seen = True
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._body_ended:
+        if self._stopped:
             return
         super().on_message_complete()
         self._disarm()  # between requests, uvicorn's keep-alive timeout applies
@@ -306,7 +382,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, "message_timeout", "Request Timeout")
 
     def _refuse(self, status: int, limit: str, phrase: str) -> None:
-        if self.transport.is_closing() or self._body_ended:
+        if self.transport.is_closing() or self._body_ended or self._held is not None:
             return
         self._hits[limit] += 1
         self._disarm()
@@ -314,10 +390,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         log.warning("limit_hit listener=http peer=%s limit=%s action=closed status=%d", client, limit, status)
         if self._end_body(status, f"{phrase.lower()} ({limit})"):
             return  # mid-body: the app answers, with the counts of what it already took
-        if self.cycle is None or not self.cycle.response_started:
-            body = f'{{"error": "{phrase.lower()} ({limit})"}}'.encode()
-            self.transport.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-                % (status, phrase.encode(), len(body), body)
-            )
-        self.transport.close()
+        body = f'{{"error": "{phrase.lower()} ({limit})"}}'.encode()
+        self._fail(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, phrase.encode(), len(body), body)
+        )
