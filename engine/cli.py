@@ -244,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # a Flight stop still waits on a client that stopped reading; everything of ours is
         # closed and flushed, so end here instead of in interpreter teardown beside it
         _exit_now(code)
+    logs.flush()
     return code
 
 
@@ -351,6 +352,9 @@ async def _watch_signals(signals, ready, stop) -> None:  # noqa: ANN001 - anyio'
 
 
 def _exit_now(code: int) -> None:
+    from engine import logs
+
+    logs.flush()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -55,6 +55,30 @@ def _ready_line(proc: subprocess.Popen) -> str:
     raise AssertionError(f"no ready line; exit code {proc.poll()}")
 
 
+def test_a_stderr_that_nobody_reads_never_stalls_the_service(tmp_path: Path):
+    """A supervisor or harness that reads stderr only at the end fills its pipe (64 KiB)
+    within a few hundred logged connections: writing lines in place, the event loop would
+    block there, and every producer and consumer with it."""
+    with _service(tmp_path, SERVICE_YAML) as proc:  # stderr piped, and never read here
+        line = _ready_line(proc)
+        tcp = int(re.search(r"tcp://127\.0\.0\.1:(\d+) \(events, newline\)", line).group(1))
+        http = re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1)
+        for i in range(1500):  # each close logs a line of about 100 bytes: 150 KB
+            with socket.create_connection(("127.0.0.1", tcp)) as s:
+                s.sendall(message(i) + b"\n")
+        for _ in range(500):
+            stats = json.load(urllib.request.urlopen(f"{http}/v1/streams", timeout=10))["streams"][0]["stats"]
+            if stats["received"] == 1500:
+                break
+            time.sleep(0.02)
+        assert stats["accepted"] == 1500
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # lines still queued wait at most a moment
+        assert time.monotonic() - began < 15
+        assert "connection_closed" in proc.stderr.read()
+
+
 def test_serve_runs_until_sigterm_and_delivers_everything(tmp_path: Path):
     with _service(tmp_path, SERVICE_YAML) as proc:
         line = _ready_line(proc)
