@@ -225,6 +225,12 @@ async def test_transfer_codings_other_than_chunked_are_refused(config):
             exchange, eng.http[0].port, two + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         assert out.startswith(b"HTTP/1.1 415"), out
+        # an expectation other than 100-continue cannot be met (RFC 9110 10.1.1)
+        expect = (
+            b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nExpect: the-unexpected\r\nContent-Length: 3\r\n\r\n{}\n"
+        )
+        out = await anyio.to_thread.run_sync(exchange, eng.http[0].port, expect)
+        assert out.startswith(b"HTTP/1.1 417"), out
         assert eng.stats("events")["received"] == 0
 
 

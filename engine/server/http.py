@@ -220,6 +220,9 @@ class HttpApi:
             # others encoded as it is (RFC 9112 6.1: a coding not understood is 501)
             coding = b", ".join(codings).decode(errors="replace")
             return await _refuse(send, 501, {"error": f"unsupported Transfer-Encoding {coding!r}"})
+        expect = _codings(scope, b"expect")
+        if expect and expect != [b"100-continue"]:  # RFC 9110 10.1.1: one not met is 417
+            return await _refuse(send, 417, {"error": "Expect: only 100-continue is supported"})
         if path == "/healthz":
             if not readonly:
                 return await refuse(send, 405, {"error": "use GET"}, _GET_ONLY)
