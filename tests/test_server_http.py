@@ -188,6 +188,17 @@ async def test_a_refused_pipelined_request_waits_for_the_answers_before_it(confi
             assert [a[:3] for a in answers] == [b"200"] * (1 + follow.startswith(b"POST")) + [status], out
             assert all(b'"accepted": 3' in a for a in answers[:-1])
         assert eng.stats("events")["accepted"] == 3 * 4
+        # heads uvicorn refuses only once httptools has parsed them (a URL it cannot
+        # split), and an oversize head with junk after it in the same read: one answer
+        # each, in order
+        fields = b"".join(b"X-H%03d: %s\r\n" % (i, b"h" * 200) for i in range(100))  # ~20 KiB
+        for follow, status in (
+            (b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+            (b"GET /healthz HTTP/1.1\r\n" + fields + b"\r\n\x00junk\r\n\r\n", b"431"),
+        ):
+            out = await anyio.to_thread.run_sync(exchange, eng.http[0].port, post + follow)
+            assert [a[:3] for a in out.split(b"HTTP/1.1 ")[1:]] == [b"200", status], out
+        assert eng.stats("events")["accepted"] == 3 * 6
 
         # a live consumer that sends junk: its stream goes on, no answer lands inside it
         url = eng.http[0].url
@@ -206,6 +217,49 @@ async def test_a_refused_pipelined_request_waits_for_the_answers_before_it(confi
         await call(f"{url}/v1/streams/events", message(7) + b"\n")
     await anyio.to_thread.run_sync(reader.join, 20)
     assert got == [7]  # then the end at shutdown: a whole stream
+
+
+def _head(fields: int, size: int) -> bytes:
+    """A GET head of exactly ``size`` bytes in ``fields`` fields written ``Name:value`` (no
+    space after the colon: the least a field line may take)."""
+    line = b"GET /healthz HTTP/1.1\r\n"
+    names = [b"H%02d:" % i for i in range(fields)]
+    pad = size - len(line) - sum(len(n) + 2 for n in names) - 2
+    values = [b"v" * (pad // fields)] * (fields - 1) + [b"v" * (pad - (pad // fields) * (fields - 1))]
+    head = line + b"".join(n + v + b"\r\n" for n, v in zip(names, values, strict=True)) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+async def test_heads_and_trailers_within_max_header_bytes_are_served(config):
+    """Right at the limit, however the bytes are split between reads and requests."""
+    limit = int(config.limits.max_header_bytes)
+    close = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    chunked = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = message(1) + b"\n"
+    trailers = b"".join(b"X-T%02d: %s\r\n" % (i, b"t" * 1000) for i in range(9))  # 9 KiB
+    post = b"POST /v1/streams/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+    second = post + b"".join(b"X-H%02d: %s\r\n" % (i, b"h" * 1000) for i in range(9)) + b"Connection: close\r\n\r\n"
+
+    def pieces(*parts: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
+            for part in parts:
+                s.sendall(part)
+                time.sleep(0.2)  # each part a read of its own
+            s.settimeout(20)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    async with Engine(config) as eng:
+        for fields in (1, 40, 80):
+            out = await anyio.to_thread.run_sync(exchange, eng.http[0].port, _head(fields, limit) + close)
+            assert [a[:3] for a in out.split(b"HTTP/1.1 ")[1:]] == [b"200", b"200"], fields
+        # a chunked POST's 9 KiB of trailers and the next POST's 9 KiB head, in one read
+        first = chunked + b"%x\r\n%s\r\n" % (len(body), body)
+        out = await anyio.to_thread.run_sync(pieces, first, b"0\r\n" + trailers + b"\r\n" + second, body)
+        assert [a[:3] for a in out.split(b"HTTP/1.1 ")[1:]] == [b"200", b"200"], out
 
 
 async def test_transfer_codings_other_than_chunked_are_refused(config):

@@ -399,7 +399,12 @@ class HttpApi:
         # HTTP/1.0 has no chunked coding: the body ends where the connection does
         close_delimited = scope.get("http_version") == "1.0" and CLOSE_DELIMITED in extensions
         cut = extensions.get(CUT)
-        sent = [0]  # bodies sent so far: whether a dropped consumer still reads
+        sent = [0]  # body pieces sent so far: whether a dropped consumer still reads
+
+        async def counted(message: dict) -> None:
+            await send(message)  # returns once uvicorn's buffer for the client has room
+            sent[0] += 1
+
         try:
             sink = IpcChunks()
             writer = sink.new_stream(topic.schema)
@@ -419,7 +424,7 @@ class HttpApi:
                     ],
                 }
             )
-            await sink.send(send)
+            await sink.send(counted)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._until_disconnect, receive, tg.cancel_scope)
                 abort = extensions.get(ABORT)
@@ -428,8 +433,7 @@ class HttpApi:
                 try:
                     async for batch in sub:
                         writer.write_batch(batch, custom_metadata={SEQ_KEY: batch.schema.metadata[SEQ_KEY]})
-                        await sink.send(send)
-                        sent[0] += 1
+                        await sink.send(counted)
                     writer.close()  # end-of-stream marker: the reader ends cleanly
                 except ConsumerDropped as exc:
                     log.warning("consumer_dropped transport=http topic=%s reason=%r", topic.name, str(exc))
@@ -441,10 +445,10 @@ class HttpApi:
                         cut()
                         await anyio.sleep_forever()  # until the disconnect cancels the group
                 if close_delimited and cut is not None:
-                    await sink.send(send)  # the end marker; then the close ends the body
+                    await sink.send(counted)  # the end marker; then the close ends the body
                     cut()
                     await anyio.sleep_forever()  # until the disconnect cancels the group
-                await sink.send(send, more_body=False)
+                await sink.send(counted, more_body=False)
                 tg.cancel_scope.cancel()
         finally:
             sub.close()

@@ -128,6 +128,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._trailer_bytes = 0
         self._framing_bytes = 0  # body-phase bytes since the last body byte (chunk framing)
         self._body_seen = False
+        self._began = False  # a message began during the read being parsed
         self._held: bytes | None = None  # a refusal waiting for earlier answers (pipelining)
         self._deadline = 0.0  # loop time by which the message in progress must have ended
         self._timer: asyncio.TimerHandle | None = None
@@ -190,8 +191,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """The parser failed (uvicorn then answers 400 and closes). Mid-body, with the app
         reading it and no answer begun, end the body at the fault and let the app answer."""
-        if self._body_ended:
-            return  # the body had already ended here: the app answers for it
+        if self._body_ended or self._refused or self.transport.is_closing():
+            return  # already answered (or the app answers): the parser ran on into junk
         if not self._end_body(400, "malformed HTTP body (bad chunk framing)"):
             headers = b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.server_state.default_headers)
             raw = msg.encode("ascii")
@@ -251,21 +252,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle.keep_alive = False  # -> connection: close
 
     def data_received(self, data: bytes) -> None:
-        if self._body_ended or self._held is not None:
-            return  # the connection closes after the app's answer: the rest is not read
         if self.transport.lingering:  # type: ignore[attr-defined]
             self._linger_left -= len(data)
             if self._linger_left < 0:
                 self.transport._transport.close()  # type: ignore[attr-defined]
             return
+        if self._body_ended or self._held is not None:
+            return  # the connection closes after the app's answer: the rest is not read
         if not self._in_head:
-            self._body_seen = False
+            self._body_seen = self._began = False
             super().data_received(data)
-            if self._in_head or self._body_ended or self.transport.is_closing():
+            if self._in_head or self._stopped or self.transport.is_closing():
                 return  # the message ended (what follows was parsed as the next), or refused
             # bytes of a chunked body that carry none of it (trailers, which httptools
-            # buffers until each line ends; chunk sizes and extensions) are bounded too
-            self._framing_bytes = 0 if self._body_seen else self._framing_bytes + len(data)
+            # buffers until each line ends; chunk sizes and extensions) are bounded too; a
+            # read in which the next request began is that request's (its head is counted
+            # by its callbacks)
+            idle = not self._body_seen and not self._began
+            self._framing_bytes = self._framing_bytes + len(data) if idle else 0
             if self._framing_bytes > self._max_head:
                 self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
             return
@@ -299,17 +303,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return  # the parser goes on through what was read with the body's end
         super().on_message_begin()
         self._trailer_bytes = self._framing_bytes = self._head_fields = 0
+        self._began = True
         if self._timer is None:  # the first request's clock started when it connected
             self._arm(self.loop.time() + self._timeout)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.transport.is_closing() or self._stopped:
             return  # refused: the rest of what was read is dropped
-        if self._in_head:
-            self._head_fields += len(name) + len(value) + 4
+        if self._in_head:  # a field line is at least name, ':', value and CRLF
+            self._head_fields += len(name) + len(value) + 3
             over = self._head_fields > self._max_head
         else:  # a trailer of a chunked body: bounded on its own
-            self._trailer_bytes += len(name) + len(value) + 4
+            self._trailer_bytes += len(name) + len(value) + 3
             over = self._trailer_bytes > self._max_head
         if over:
             return self._refuse(431, "max_header_bytes", "Request Header Fields Too Large")
@@ -318,7 +323,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._stopped:
             return
-        self._in_head = False
         # the body's clock starts now, a little later than the app's per-chunk deadline
         # (engine/server/http.py), which answers a body that simply stops with the counts
         # of what it took; this one catches the trickle that deadline never sees
@@ -330,7 +334,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         extensions[ABORT] = self.abort
         extensions[CUT] = self.cut
         extensions[CLOSE_DELIMITED] = self.close_delimited
-        super().on_headers_complete()
+        super().on_headers_complete()  # raises for a URL httptools parsed but cannot split:
+        self._in_head = False  # its 400 is then a head's, held behind earlier answers
 
     def on_body(self, body: bytes) -> None:
         if self._stopped:
@@ -350,7 +355,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def mid_request(self) -> bool:
         """Whether a request has begun arriving and may not have ended (bytes unread)."""
-        return not self._in_head or self._head_bytes > 0
+        return self._refused or not self._in_head or self._head_bytes > 0
 
     def linger(self, real: asyncio.Transport) -> None:
         self._disarm()
@@ -382,7 +387,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, "message_timeout", "Request Timeout")
 
     def _refuse(self, status: int, limit: str, phrase: str) -> None:
-        if self.transport.is_closing() or self._body_ended or self._held is not None:
+        if self.transport.is_closing() or self._body_ended or self._refused:
             return
         self._hits[limit] += 1
         self._disarm()
