@@ -56,3 +56,25 @@ async def test_flight_lists_streams_and_serves_live_batches_until_shutdown():
     assert got[b"events"].column("seq").to_pylist() == list(range(3000))
     assert got[b"events"].column("kind").to_pylist()[:3] == ["a", "b", "a"]  # dictionaries arrive
     assert got[b"events.rejects"].column("error").to_pylist() == ["type_mismatch"]
+
+
+async def test_clients_that_hang_up_on_a_quiet_topic_are_forgotten(monkeypatch):
+    """A hang-up is seen only by the call waiting for the next batch: on a topic that
+    publishes nothing (the dead letters of a clean stream), every client that ever
+    connected and left would keep a gRPC thread and a consumer."""
+    from engine.server import flight
+
+    monkeypatch.setattr(flight, "HANGUP_POLL_S", 0.05)
+    async with Engine(load_config(SERVICE_YAML)) as eng:
+        url = eng.flight[0].url
+        rejects = eng.streams["events"].rejects
+
+        def visit() -> None:
+            client = fl.connect(url)
+            assert client.do_get(fl.Ticket(b"events.rejects")).schema == rejects.schema  # the call is up
+            client.close()
+
+        for _ in range(20):
+            await anyio.to_thread.run_sync(visit)
+        await wait_until(lambda: rejects.consumers == 0, timeout=10)
+        assert rejects.next_seq == 0  # nothing was published that could have woken them

@@ -17,6 +17,7 @@ With a top-level ``auth`` every call needs the header ``authorization: Bearer <t
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -32,6 +33,9 @@ from engine.outputs.segments import SEQ_KEY, SeqOutOfRange
 from engine.server.access import bearer_matches
 
 log = logging.getLogger("quiver.flight")
+
+#: How often a live stream waiting for its next batch checks that its client is still there.
+HANGUP_POLL_S = 1.0
 
 
 class _BearerAuth(fl.ServerMiddlewareFactory):
@@ -118,6 +122,20 @@ class _FlightService(fl.FlightServerBase):
             raise fl.FlightServerError(f"{exc} (first_seq={exc.first}, next_seq={exc.next})") from None
         return fl.GeneratorStream(topic.schema, self._batches(sub, context))
 
+    def _next_batch(self, sub: Subscription, context) -> pa.RecordBatch | None:
+        """The subscription's next batch; None once it ends or the client has gone. A client
+        that hangs up is seen only here, so the wait is checked every ``HANGUP_POLL_S``: on a
+        topic that publishes nothing (dead letters of a clean stream) one blocking wait would
+        keep a gRPC thread and a consumer for every client that ever hung up."""
+        future = self._portal.start_task_soon(sub.next_batch)
+        while True:
+            try:
+                return future.result(timeout=HANGUP_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if context.is_cancelled():
+                    future.cancel()  # the client is gone: whatever it was owed goes with it
+                    return None
+
     def _batches(self, sub: Subscription, context) -> Iterator[pa.Table | tuple[pa.RecordBatch, bytes]]:
         # Each batch goes as (batch, app_metadata=seq). pyarrow's GeneratorStream sends
         # dictionaries only with Table items, so on a schema with enum (dictionary)
@@ -127,7 +145,7 @@ class _FlightService(fl.FlightServerBase):
         need_dictionaries = any(pa.types.is_dictionary(f.type) for f in sub.schema)
         try:
             while not context.is_cancelled():
-                batch = self._portal.call(sub.next_batch)
+                batch = self._next_batch(sub, context)
                 if batch is None:
                     return
                 if need_dictionaries:
