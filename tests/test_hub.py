@@ -60,3 +60,37 @@ async def test_a_consumer_that_left_is_forgotten():
         await topic.publish(_batch(1))
         await topic.publish(_batch(2))
     assert topic.consumers == 0
+
+
+async def test_after_shutdown_drops_the_laggards_a_consumer_that_keeps_up_gets_every_batch(monkeypatch):
+    """The backlog the laggard held up goes out in a burst; a consumer reading at full
+    speed but with a small queue must not be dropped for that burst. One that takes
+    nothing is dropped after LAGGARD_SEND_S instead of holding shutdown up again."""
+    from engine.outputs import hub
+
+    monkeypatch.setattr(hub, "LAGGARD_SEND_S", 0.2)
+    topic = Topic("t", SCHEMA, queue_size=2, policy="block")
+    stalled, reader, late = topic.subscribe(), topic.subscribe(), topic.subscribe()
+    got: list[int] = []
+
+    async def read(sub) -> None:
+        async for b in sub:
+            got.append(b.column(0)[0].as_py())
+            await anyio.sleep(0)
+
+    for v in range(2):  # every queue full; the next publish would wait for the stalled one
+        await topic.publish(_batch(v))
+    assert [(await late.next_batch()).column(0)[0].as_py() for _ in range(2)] == [0, 1]
+    assert topic.drop_laggards("stopping") == 2  # the two that had not read
+    assert topic.consumers == 1
+    reader2 = topic.subscribe()  # reads from here on, at full speed
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read, reader2)
+        with anyio.fail_after(5):
+            for v in range(2, 50):
+                await topic.publish(_batch(v))  # the burst
+        # late stopped reading: dropped after LAGGARD_SEND_S, not waited for
+        assert late.dropped is not None and topic.consumers == 1
+        topic.close()
+    assert got == list(range(2, 50))
+    assert stalled.dropped and reader.dropped

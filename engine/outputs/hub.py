@@ -36,6 +36,9 @@ class ConsumerDropped(RuntimeError):
 
 #: Batches a replaying consumer reads from disk per worker-thread call.
 READ_AHEAD = 16
+#: Once shutdown has dropped the consumers holding a topic up, the longest a publish
+#: waits for any other consumer's queue to have room before dropping that one too.
+LAGGARD_SEND_S = 2.0
 #: Replaying consumers of one topic reading at once (the rest wait their turn), so that
 #: replays cannot take every worker thread from the pipelines.
 REPLAY_READERS = 4
@@ -142,6 +145,7 @@ class Topic:
         self.schema = schema
         self.queue_size = queue_size
         self.policy = policy
+        self._laggard_reason: str | None = None  # set by drop_laggards (shutting down)
         self.log = log
         self._subscribers: set[Subscription] = set()
         self._replaying: set[Subscription] = set()  # still reading the log, not yet live
@@ -219,7 +223,15 @@ class Topic:
         self.published += 1
         for sub in list(self._subscribers):
             try:
-                if self.policy == "block":
+                if self._laggard_reason is not None:
+                    # shutting down: a consumer that keeps taking batches still gets every
+                    # one, however bursty the backlog now released; one that takes none
+                    # for LAGGARD_SEND_S is dropped
+                    with anyio.move_on_after(LAGGARD_SEND_S):
+                        await sub._send.send(batch)
+                        continue
+                    self._drop(sub, self._laggard_reason)
+                elif self.policy == "block":
                     await sub._send.send(batch)
                 else:
                     sub._send.send_nowait(batch)
@@ -238,9 +250,13 @@ class Topic:
 
     def drop_laggards(self, reason: str) -> int:
         """Drop the consumers whose queues are full (under ``block``, those that hold
-        publishing up), and from now on drop rather than wait: shutdown could not wait for
-        them any longer, while the others still get every batch. Returns how many."""
-        self.policy = "disconnect"
+        publishing up), and from now on drop one that takes nothing for ``LAGGARD_SEND_S``
+        rather than wait for it: shutdown could not wait for them any longer, while the
+        others still get every batch. Returns how many.
+
+        Not a switch to ``disconnect``: the backlog the laggards held up is then published
+        in a burst, which would overflow the queue of a consumer reading at full speed."""
+        self._laggard_reason = reason
         full = [s for s in self._subscribers if s._send.statistics().current_buffer_used >= self.queue_size]
         for sub in full:
             self._drop(sub, reason)
