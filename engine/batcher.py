@@ -190,7 +190,7 @@ class Batcher:
                 return False
             self._current = arena
             self._generation += 1
-        if arena.used == 0:
+        if not arena.regions:  # its first region (maybe only skipped bytes, no message)
             arena.opened_at = LOOP_HOLDS.window_start(anyio.current_time())
             self._armed.set()
         arena.add_messages(parts, kind, count, owner, gap)
@@ -220,9 +220,11 @@ class Batcher:
                     self._generation += 1
 
     def flush(self) -> None:
-        """Hand the current arena to the pipeline now, if it holds anything."""
+        """Hand the current arena to the pipeline now, if it holds anything: messages, or
+        only the count of input bytes a producer's framer skipped (which must be counted
+        even if no message ever follows them)."""
         arena = self._current
-        if arena is None or arena.used == 0:
+        if arena is None or not arena.regions:
             return
         self._current = None
         arena.flushed_at = anyio.current_time()
@@ -234,7 +236,7 @@ class Batcher:
             await self._armed.wait()
             self._armed = anyio.Event()
             arena, generation = self._current, self._generation
-            if arena is None or arena.used == 0:
+            if arena is None or not arena.regions:
                 continue
             # asyncio's timers fire late (epoll waits whole milliseconds, rounded up:
             # measured 0.8 ms late at the median), so aim early: no message waits in an

@@ -115,6 +115,19 @@ async def test_oversize_line_is_rejected_without_losing_its_neighbours(config):
     assert column(rejects, "raw") == [big[: 4096 + 1]]
 
 
+async def test_skipped_bytes_that_no_message_follows_are_counted(config):
+    """The rest of an oversize line arrives after its kept prefix went out in a lingered
+    batch, and then the producer ends: those skipped bytes sit in an arena of their own,
+    with no message, which must still reach the counts."""
+    async with Engine(config) as eng:
+        with socket.create_connection(("127.0.0.1", eng.tcp[0].port)) as s:
+            s.sendall(b"x" * 6000)  # over max_message_bytes: its prefix is a too_large message
+            await wait_until(lambda: eng.stats("events")["received"] == 1)  # flushed by linger_ms
+            s.sendall(b"y" * 4000)  # skipped: no message follows, and no newline
+        await wait_until(lambda: eng.stats("events")["bytes"] == 10_000)
+    assert eng.stats("events")["rejected"] == 1
+
+
 @pytest.mark.parametrize("framing", ["newline", "length_prefixed"])
 @pytest.mark.parametrize("pieces", [1, 61])
 async def test_dead_letter_offsets_count_the_skipped_rest_of_an_oversize_message(config, framing, pieces):
