@@ -315,9 +315,11 @@ async def _serve(cfg: Config, started: float) -> tuple[int, int]:
             try:
                 async with Engine(cfg) as eng:
                     ready.set()
-                    print(
-                        f"quiver ready in {time.perf_counter() - started:.2f}s: " + "  ".join(eng.endpoints), flush=True
-                    )
+                    # one write: with PYTHONUNBUFFERED, print() writes the line and its end
+                    # apart, and the log thread may write between them to a shared file
+                    line = f"quiver ready in {time.perf_counter() - started:.2f}s: " + "  ".join(eng.endpoints)
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
                     await stop.wait()
             except Exception as exc:  # noqa: BLE001 - re-raised below, as itself
                 # raised out of the task group it would come wrapped in an ExceptionGroup,
