@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -108,6 +109,19 @@ def test_serve_runs_until_sigterm_and_delivers_everything(tmp_path: Path):
         assert "signal name=SIGTERM" in logs and "stopped stats=" in logs
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``main(["serve", ...])`` in this process points Quiver's loggers at its log thread
+    (no propagation): put them back, so later tests' logs reach pytest as before."""
+    names = ("quiver", "uvicorn", "uvicorn.error", "uvicorn.access")
+    loggers = {n: logging.getLogger(n) for n in names}
+    saved = {n: (lg.handlers[:], lg.level, lg.propagate) for n, lg in loggers.items()}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(name)
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
 def test_serve_reports_a_bad_config_with_its_key_path(tmp_path: Path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(SERVICE_YAML.replace("kind: http", "kind: htp"))
@@ -115,7 +129,7 @@ def test_serve_reports_a_bad_config_with_its_key_path(tmp_path: Path, capsys):
     assert "listen.3.kind" in capsys.readouterr().err
 
 
-def test_serve_refuses_to_start_with_one_line_and_its_exit_code(tmp_path: Path, capsys, monkeypatch):
+def test_serve_refuses_to_start_with_one_line_and_its_exit_code(tmp_path: Path, capsys, monkeypatch, logging_restored):
     """Refusals found while starting (after the config loaded) are as plain as config errors."""
     monkeypatch.delenv("QUIVER_TEST_NO_TOKEN", raising=False)
     config = tmp_path / "auth.yaml"
