@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,32 @@ def parse_timestamp_type(text: str) -> tuple[str, str | None] | None:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML 1.1 reads yes/no/on/off as booleans, and pydantic takes True for 1 wherever
+        a number (or a number in a union) is expected: ``retention.max_age_s: yes`` would
+        delete segments after a second. A boolean is taken only where one is declared."""
+        annotation = cls.model_fields[info.field_name].annotation
+        items = v if isinstance(v, list) else [v]
+        if any(isinstance(x, bool) for x in items) and not _takes_bool(annotation):
+            raise ValueError(
+                f"a boolean is not allowed here; got {v!r} (YAML reads yes, no, on, off, true and false "
+                "as booleans: quote the value if it is text)"
+            )
+        if v is not None and not isinstance(v, bool) and _is_flag(annotation):  # not 1 or 'yes'
+            raise ValueError(f"expected true or false; got {v!r}")
+        return v
+
+
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def _is_flag(annotation: Any) -> bool:
+    """``bool`` or ``bool | None``."""
+    return annotation is bool or set(typing.get_args(annotation)) == {bool, type(None)}
 
 
 Bound = int | float | str
@@ -465,18 +492,23 @@ def load_config(source: str | os.PathLike[str]) -> Config:
     else:
         text = str(source)
         origin = "<text>"
+    too_deep = f"{origin}: nested too deeply (hundreds of levels of lists or mappings)"
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (SafeLoader subclass)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(too_deep) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with a 'streams' key at the top level")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: invalid config\n{_format_errors(exc)}") from None
+    except RecursionError:
+        raise ConfigError(too_deep) from None
     from engine.schema import compile_schema  # the rules that need the kernels' parsers
 
     for stream in config.streams.values():

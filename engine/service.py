@@ -24,6 +24,7 @@ from contextlib import AsyncExitStack
 
 import anyio
 import numba
+import pyarrow as pa
 from anyio.from_thread import BlockingPortal
 from prometheus_client import CollectorRegistry
 
@@ -175,23 +176,31 @@ class Engine:
         for s in self.streams.values():
             self._streams_tg.start_soon(s.run, name=f"stream {s.name}")
         portal = None
-        for spec in self.config.listen:
-            if spec.kind == "tcp":
-                stream = self.streams[spec.stream]
-                listener = TcpListener(spec, stream.batcher, stream.limits, stream.stats)
-                await tg.start(listener.serve)
-                self.tcp.append(listener)
-            elif spec.kind == "http":
-                http = HttpListener(spec, self.streams, self.config.limits, token=token)
-                http.api.metrics = self.metrics
-                await tg.start(http.serve)
-                self.http.append(http)
-            else:
-                if portal is None:
-                    portal = await stack.enter_async_context(BlockingPortal())
-                flight = FlightListener(spec, self.topics, portal, token=token)
-                await anyio.to_thread.run_sync(flight.start)
-                self.flight.append(flight)
+        for k, spec in enumerate(self.config.listen):
+            try:
+                if spec.kind == "tcp":
+                    stream = self.streams[spec.stream]
+                    listener = TcpListener(spec, stream.batcher, stream.limits, stream.stats)
+                    await tg.start(listener.serve)
+                    self.tcp.append(listener)
+                elif spec.kind == "http":
+                    http = HttpListener(spec, self.streams, self.config.limits, token=token)
+                    http.api.metrics = self.metrics
+                    await tg.start(http.serve)
+                    self.http.append(http)
+                else:
+                    if portal is None:
+                        portal = await stack.enter_async_context(BlockingPortal())
+                    flight = FlightListener(spec, self.topics, portal, token=token)
+                    await anyio.to_thread.run_sync(flight.start)
+                    self.flight.append(flight)
+            except (OSError, pa.ArrowException) as exc:
+                # gRPC says only "did not start"; the usual cause is a port already taken
+                why = exc.strerror or str(exc) if isinstance(exc, OSError) else "the Flight server did not start"
+                raise ListenError(
+                    f"listen.{k}: cannot listen for {spec.kind} on {spec.host}:{spec.port}: {why} "
+                    "(is the port already in use, or the host not an address of this machine?)"
+                ) from None
 
     def _lock_data_dir(self, data_dir: str) -> None:
         """One process per data_dir: two writers would interleave the same segment files."""
@@ -315,6 +324,10 @@ class Engine:
     async def _wait_streams(self) -> None:
         for s in self.streams.values():
             await s.pipeline.done.wait()
+
+
+class ListenError(OSError):
+    """A listener could not be started: the message names its ``listen.N`` entry."""
 
 
 def _threading_layer() -> str:

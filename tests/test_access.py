@@ -229,6 +229,16 @@ async def test_an_unusable_certificate_stops_the_start(token, tmp_path, cert):
     with pytest.raises(ConfigError, match=r"^listen\.0\.tls: cannot load certificate"):
         async with Engine(load_config(tls_yaml(swapped))):
             pass
+    # an encrypted key: OpenSSL would ask for its pass phrase on the terminal, and wait
+    encrypted = str(tmp_path / "encrypted.pem")
+    subprocess.run(
+        ["openssl", "pkey", "-in", cert[1], "-aes256", "-passout", "pass:secret", "-out", encrypted],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(ConfigError, match=r"^listen\.0\.tls: cannot load certificate .*encrypted"):
+        async with Engine(load_config(tls_yaml((cert[0], encrypted)))):
+            pass
 
 
 async def test_tls_on_tcp_http_and_flight(token, cert):

@@ -238,3 +238,41 @@ def test_numeric_rules_beyond_what_the_tables_hold_are_config_errors():
 def test_min_length_greater_than_max_length_is_refused():
     msg = _error(BASE + "      s: {type: string, min_length: 5, max_length: 2}\n")
     assert "streams.events.fields.s" in msg and "min_length 5 is greater than max_length 2" in msg
+
+
+def test_deep_nesting_is_a_config_error_not_a_recursion_traceback():
+    for nested in ("[" * 1000 + "]" * 1000, "{a: " * 1000 + "1" + "}" * 1000):
+        assert "nested too deeply" in _error(BASE + "      a: {type: int64}\nx: " + nested + "\n")
+
+
+@pytest.mark.parametrize(
+    ("rule", "path"),
+    [
+        ("{type: int64, min: yes}", "fields.a.min"),
+        ("{type: float64, max: no}", "fields.a.max"),
+        ("{type: date32, max: off}", "fields.a.max"),
+        ("{type: int8, enum: [2, true]}", "fields.a.enum"),
+        ("{type: string, max_length: on}", "fields.a.max_length"),
+    ],
+)
+def test_yaml_booleans_are_not_taken_for_numbers(rule, path):
+    """YAML 1.1 reads yes/no/on/off as booleans, and pydantic would take True for 1: a
+    bound, an enum value or a size would change silently."""
+    msg = _error(BASE + f"      a: {rule}\n")
+    assert f"streams.events.{path}: a boolean is not allowed here" in msg and "quote the value" in msg
+
+
+def test_yaml_booleans_are_not_taken_for_numbers_in_settings_either():
+    for extra, path in (
+        ("    arenas: yes\n", "streams.events.arenas"),
+        ("    batch: {linger_ms: on}\n", "streams.events.batch.linger_ms"),
+        ("limits: {max_depth: yes}\n", "limits.max_depth"),
+        ("listen: [{kind: http, port: yes}]\n", "listen.0.port"),
+        ("kernels: {threads: yes}\n", "kernels.threads"),
+    ):
+        assert f"{path}: a boolean is not allowed here" in _error(BASE + "      a: {type: int64}\n" + extra)
+    for flag in ("1", "'yes'"):  # and a flag takes only true or false
+        assert "fields.a.required: expected true or false" in _error(
+            BASE + f"      a: {{type: int64, required: {flag}}}\n"
+        )
+    engine.load_config(BASE + "      a: {type: int64, required: true, nullable: false, min: 0, max: 5}\n")

@@ -404,3 +404,17 @@ async def test_arenas_parsed_side_by_side_are_published_in_order_and_numbered_st
     assert column(dead, "index") == bad and column(dead, "offset") == offsets
     assert most[0] == threads  # side by side where there are two threads
     assert threads == 1 or 1 in widths
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http", "flight"])
+async def test_a_port_already_taken_names_its_listener(kind):
+    """Not a bare 'Address already in use' (or, from gRPC, 'Server did not start')."""
+    from engine.service import ListenError
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        stream = ", stream: events" if kind == "tcp" else ""
+        yaml = SERVICE_YAML.replace("listen:\n", f"listen:\n  - {{kind: {kind}, port: {port}{stream}}}\n", 1)
+        with pytest.raises(ListenError, match=rf"^listen\.0: cannot listen for {kind} on 127\.0\.0\.1:{port}: "):
+            async with Engine(load_config(yaml)):
+                pass

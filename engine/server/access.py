@@ -44,14 +44,18 @@ def server_context(tls: TlsSpec) -> ssl.SSLContext:
     """A TLS 1.2+ server context with the certificate chain and key of ``tls``."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert, tls.key)
+    ctx.load_cert_chain(tls.cert, tls.key, password=_no_pass_phrase)  # never a prompt on a tty
     return ctx
+
+
+def _no_pass_phrase() -> bytes:
+    raise ValueError("the private key is encrypted; Quiver takes an unencrypted key file (no pass phrase)")
 
 
 def check_tls(tls: TlsSpec, where: str) -> None:
     """Raise a ConfigError naming ``where`` (a key path) if the cert or key cannot be used."""
     try:
         server_context(tls)
-    except OSError as exc:  # ssl.SSLError included
-        detail = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or str(exc)
+    except (OSError, ValueError) as exc:  # ssl.SSLError included; ValueError: an encrypted key
+        detail = (exc.reason if isinstance(exc, ssl.SSLError) else getattr(exc, "strerror", None)) or str(exc)
         raise ConfigError(f"{where}: cannot load certificate {tls.cert!r} with key {tls.key!r}: {detail}") from None
