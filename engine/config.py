@@ -410,24 +410,82 @@ class Config(_Model):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys."""
+    """SafeLoader that refuses duplicate mapping keys, and keys that are not names."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.merged_pairs: dict[int, dict] = {}  # id(node) -> its pairs, merges resolved
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _pairs(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> tuple[dict, list]:
+    """A mapping node's pairs without changing the node: (merged, written). ``merged`` holds
+    what its merge key brings in, by key, the first of a list of sources winning (the YAML
+    merge spec; PyYAML 6.0.4's own flattening lets the last win, and it rewrites a node in
+    place, so an alias of it later looks as if its merged keys had been written there).
+    ``written`` is the node's own pairs, in order. Each node is resolved once: a source used
+    many times (an alias bomb) costs no more than its distinct keys."""
+    merged: dict = {}
+    written: list = []
+    merges = 0
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE:
+            written.append((key_node, value_node))
+            continue
+        merges += 1
+        if merges > 1:
+            raise ConfigError(f"duplicate key '<<' at line {_line(key_node)}")
+        if isinstance(value_node, yaml.MappingNode):
+            sources = [value_node]
+        elif isinstance(value_node, yaml.SequenceNode) and all(
+            isinstance(v, yaml.MappingNode) for v in value_node.value
+        ):
+            sources = value_node.value
+        else:
+            raise ConfigError(f"a merge key (<<) takes a mapping or a list of mappings (line {_line(key_node)})")
+        for source in reversed(sources):  # the first source goes in last, so it wins
+            merged.update(_resolved(loader, source))
+    return merged, written
+
+
+def _resolved(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    """All of a mapping node's pairs, its own over merged ones, keyed by the key's text."""
+    got = loader.merged_pairs.get(id(node))
+    if got is None:
+        merged, written = _pairs(loader, node)
+        got = dict(merged)
+        for key_node, value_node in written:
+            got[_key_text(key_node)] = (key_node, value_node)
+        loader.merged_pairs[id(node)] = got
+    return got
+
+
+def _key_text(key_node: yaml.Node) -> tuple[str, str]:
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise ConfigError(f"a mapping key must be a name, not a list or mapping (line {_line(key_node)})")
+    return key_node.tag, key_node.value
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    written = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
-    loader.flatten_mapping(node)  # YAML merge keys (<<: *base): merged pairs go first
-    merged = len(node.value) - written
-    mapping = {}
-    for k, (key_node, value_node) in enumerate(node.value):
-        key = loader.construct_object(key_node, deep=deep)
-        line = key_node.start_mark.line + 1
-        try:
-            hash(key)
-        except TypeError:
-            raise ConfigError(f"a {type(key).__name__} cannot be a mapping key (line {line})") from None
-        if k >= merged and key in mapping and mapping[key][1]:  # a merged value may be overridden
-            raise ConfigError(f"duplicate key {key!r} at line {line}")
-        mapping[key] = (loader.construct_object(value_node, deep=deep), k >= merged)
+    merged, written = _pairs(loader, node)
+    mapping: dict = {}
+    for own, pairs in ((False, list(merged.values())), (True, written)):
+        for key_node, value_node in pairs:
+            key_text = _key_text(key_node)[1]
+            key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):  # yes/no/on/off/null and numbers: YAML 1.1 reads them so
+                raise ConfigError(
+                    f"key {key_text!r} at line {_line(key_node)} reads as {key!r} in YAML; quote it to use it as a name"
+                )
+            if own and key in mapping and mapping[key][1]:  # a merged value may be overridden
+                raise ConfigError(f"duplicate key {key!r} at line {_line(key_node)}")
+            mapping[key] = (loader.construct_object(value_node, deep=deep), own)
     return {key: value for key, (value, _) in mapping.items()}
 
 
@@ -443,10 +501,11 @@ def _format_errors(exc: ValidationError) -> str:
         path = ".".join(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling)"
+            allowed = _keys_at(tuple(p for p in err["loc"][:-1] if _is_key(p)))
+            msg = "unknown key (check its spelling)" + (f"; expected one of {', '.join(allowed)}" if allowed else "")
         elif "got" not in msg and not isinstance(err.get("input"), (dict, list)):
             msg = f"{msg}; got {err.get('input')!r}"
-        if not loc and msg.split(":", 1)[0].startswith(("streams.", "listen.")):
+        if not loc and msg.startswith(("streams.", "streams:", "listen.")):
             lines.append(msg)  # a cross-field check that names its own key path
             continue
         lines.append(f"{path}: {msg}")
@@ -455,6 +514,28 @@ def _format_errors(exc: ValidationError) -> str:
     for line in lines:
         seen.setdefault(line, None)
     return "\n".join(seen)
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys a config may write at ``loc`` (a pydantic error location), for naming
+    what was allowed next to an unknown key; [] if the walk loses its way."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return []
+            model = field.annotation
+        elif typing.get_origin(model) in (dict, list):
+            model = typing.get_args(model)[-1]  # a stream or field name, or a listener's index
+        else:
+            return []
+        arms = [a for a in typing.get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if typing.get_origin(model) not in (dict, list) and arms:
+            model = arms[0]  # X | None, or a word-or-mapping union: the mapping arm
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [k for k in model.model_fields if not (model is StreamConfig and k == "name")]
+    return []
 
 
 def _is_key(p: Any) -> bool:

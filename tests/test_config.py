@@ -199,7 +199,14 @@ def test_config_files_that_are_not_utf8_or_use_odd_yaml_keys(tmp_path):
     raw = tmp_path / "latin1.yaml"
     raw.write_bytes(b"streams:\n  ev:\n    fields: {caf\xe9: {type: int64}}\n")
     assert "not UTF-8 (byte 0xe9 at offset" in _error(raw)
-    assert "a list cannot be a mapping key (line 2)" in _error("streams:\n  ? [a]\n  : {fields: {a: {type: int64}}}\n")
+    assert "a mapping key must be a name, not a list or mapping (line 2)" in _error(
+        "streams:\n  ? [a]\n  : {fields: {a: {type: int64}}}\n"
+    )
+    # YAML 1.1 reads these keys as booleans, null or numbers: a name must be quoted
+    for key, reads in (("on", "True"), ("off", "False"), ("null", "None"), ("1.5", "1.5")):
+        msg = _error(BASE + f"      {key}: {{type: bool}}\n")
+        assert f"key {key!r} at line 4 reads as {reads} in YAML; quote it" in msg, msg
+    assert engine.load_config(BASE + "      'on': {type: bool}\n").streams["events"].fields["on"].type == "bool"
 
 
 def test_yaml_merge_keys_work_and_explicit_keys_override_them():
@@ -209,6 +216,32 @@ def test_yaml_merge_keys_work_and_explicit_keys_override_them():
     f = cfg.streams["events"].fields
     assert (f["b"].type, f["b"].min, f["c"].min) == ("int64", 5, 0)
     assert "duplicate key 'min'" in _error(BASE + "      b: {<<: {type: int64}, min: 5, min: 6}\n")
+
+
+def test_yaml_merge_keys_follow_the_merge_spec():
+    # of a list of sources the first wins (PyYAML 6.0.4 itself lets the last win)
+    cfg = engine.load_config(
+        BASE + "      a: &req {type: int64, required: true}\n      b: &opt {type: string, required: false}\n"
+        "      c: {<<: [*req, *opt]}\n      d: {<<: [*opt, *req], required: true}\n"
+    )
+    f = cfg.streams["events"].fields
+    assert (f["c"].type, f["c"].required, f["d"].type, f["d"].required) == ("int64", True, "string", True)
+    # a merge whose source merges in turn, used again by alias: its keys stay merged ones
+    cfg = engine.load_config(
+        BASE + "      a: {<<: &i32 {<<: &base {type: int64}, type: int32}, required: true}\n      b: *i32\n"
+    )
+    assert (cfg.streams["events"].fields["a"].type, cfg.streams["events"].fields["b"].type) == ("int32", "int32")
+    # two merge keys in one mapping are a duplicate key like any other
+    assert "duplicate key '<<'" in _error(BASE + "      a: &x {type: int64}\n      c: {<<: *x, <<: *x}\n")
+    assert "a merge key (<<) takes a mapping" in _error(BASE + "      c: {<<: 5, type: int64}\n")
+
+
+def test_a_merge_key_bomb_costs_only_its_distinct_keys():
+    levels = ["      l0: &l0 {type: int64, min: 0}"]
+    for k in range(1, 12):  # each level merges the one below nine times: 9**11 pairs if expanded
+        levels.append(f"      l{k}: &l{k} {{<<: [{', '.join([f'*l{k - 1}'] * 9)}]}}")
+    cfg = engine.load_config(BASE + "\n".join(levels) + "\n")
+    assert cfg.streams["events"].fields["l11"].type == "int64"
 
 
 def test_stream_names_are_checked_where_they_are_written():
@@ -276,3 +309,20 @@ def test_yaml_booleans_are_not_taken_for_numbers_in_settings_either():
             BASE + f"      a: {{type: int64, required: {flag}}}\n"
         )
     engine.load_config(BASE + "      a: {type: int64, required: true, nullable: false, min: 0, max: 5}\n")
+
+
+def test_an_unknown_key_says_which_keys_are_allowed_there():
+    fields = BASE + "      a: {type: int64}\n"
+    for extra, line in (
+        ("    batch: {max_msgs: 5}\n", "streams.events.batch.max_msgs: unknown key (check its spelling); "
+         "expected one of max_messages, max_bytes, linger_ms"),
+        ("listen: [{kind: http, port: 0, hots: x}]\n", "listen.0.hots: unknown key (check its spelling); "
+         "expected one of kind, host, port, stream, framing, tls"),
+        ("    durability: {interval_ms: 5, x: 1}\ndata_dir: d\n", "streams.events.durability.x: unknown key "
+         "(check its spelling); expected one of interval_ms"),
+        ("bogus: 1\n", "bogus: unknown key (check its spelling); expected one of streams, listen, limits"),
+    ):  # fmt: skip
+        assert line in _error(fields + extra)
+    assert "fields.a.requird: unknown key (check its spelling); expected one of type, required," in _error(
+        BASE + "      a: {type: int64, requird: true}\n"
+    )
