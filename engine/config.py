@@ -8,6 +8,7 @@ keys in the YAML are errors too (PyYAML would silently keep the last one).
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import typing
@@ -63,6 +64,8 @@ class _Model(BaseModel):
         a number (or a number in a union) is expected: ``retention.max_age_s: yes`` would
         delete segments after a second. A boolean is taken only where one is declared."""
         annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(v, (datetime.date, datetime.time)):  # datetime is a date too
+            raise ValueError(f"got {v}, which YAML reads as a date or time, not text: quote it ('{v}')")
         items = v if isinstance(v, list) else [v]
         if any(isinstance(x, bool) for x in items) and not _takes_bool(annotation):
             raise ValueError(
@@ -493,7 +496,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _format_errors(exc: ValidationError) -> str:
-    lines = []
+    found: dict[str, list[str]] = {}  # path -> what each union arm said (one for most)
+    got: dict[str, str] = {}
     for err in exc.errors():
         if err["type"] == "literal_error" and isinstance(err.get("input"), dict):
             continue  # the other arm of a "word or mapping" union says what is wrong
@@ -503,17 +507,29 @@ def _format_errors(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             allowed = _keys_at(tuple(p for p in err["loc"][:-1] if _is_key(p)))
             msg = "unknown key (check its spelling)" + (f"; expected one of {', '.join(allowed)}" if allowed else "")
-        elif "got" not in msg and not isinstance(err.get("input"), (dict, list)):
-            msg = f"{msg}; got {err.get('input')!r}"
+        elif err["type"].startswith("byte_size"):
+            msg = f"{msg}: expected a number of bytes, or a size such as 512KiB, 16MiB or 1GB"
+        if err["type"] != "extra_forbidden" and "got" not in msg and not isinstance(err.get("input"), (dict, list)):
+            got.setdefault(path, f"; got {err.get('input')!r}")
         if not loc and msg.startswith(("streams.", "streams:", "listen.")):
-            lines.append(msg)  # a cross-field check that names its own key path
+            path = msg  # a cross-field check that names its own key path
+            msg = ""
+        arms = found.setdefault(path, [])
+        if msg not in arms:
+            arms.append(msg)
+    # one line per path: a union reports each arm separately ("a valid integer", "'auto'")
+    lines = []
+    for path, arms in found.items():
+        if arms == [""]:
+            lines.append(path)
             continue
-        lines.append(f"{path}: {msg}")
-    # one line per path: a union reports each arm separately
-    seen: dict[str, None] = {}
-    for line in lines:
-        seen.setdefault(line, None)
-    return "\n".join(seen)
+        said = (
+            arms[0]
+            if len(arms) == 1
+            else arms[0] + "".join(", or " + a.removeprefix("Input should be ") for a in arms[1:])
+        )
+        lines.append(f"{path}: {said}{got.get(path, '')}")
+    return "\n".join(lines)
 
 
 def _keys_at(loc: tuple) -> list[str]:

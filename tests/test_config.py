@@ -326,3 +326,13 @@ def test_an_unknown_key_says_which_keys_are_allowed_there():
     assert "fields.a.requird: unknown key (check its spelling); expected one of type, required," in _error(
         BASE + "      a: {type: int64, requird: true}\n"
     )
+
+
+def test_one_line_per_key_saying_what_was_allowed():
+    fields = BASE + "      a: {type: int64}\n"
+    msg = _error(fields + "kernels: {threads: AUTO}\n")
+    assert msg.count("kernels.threads") == 1 and "a valid integer" in msg and "'auto'" in msg
+    msg = _error(BASE + "      a: {type: 'timestamp[ms]', min: 2024-01-01}\n")  # unquoted: a YAML date
+    assert msg.count("fields.a.min") == 1 and "quote it ('2024-01-01')" in msg
+    msg = _error(fields + "    batch: {max_bytes: abc}\n")
+    assert "batch.max_bytes" in msg and "a size such as 512KiB, 16MiB or 1GB; got 'abc'" in msg
