@@ -94,3 +94,20 @@ async def test_after_shutdown_drops_the_laggards_a_consumer_that_keeps_up_gets_e
         topic.close()
     assert got == list(range(2, 50))
     assert stalled.dropped and reader.dropped
+
+
+async def test_after_shutdown_drops_the_laggards_full_consumers_are_waited_for_side_by_side(monkeypatch):
+    """One after another, six stalled consumers would hold a publish for six waits, past
+    the grace shutdown gives before it drops everyone, the consumers that keep up too."""
+    from engine.outputs import hub
+
+    monkeypatch.setattr(hub, "LAGGARD_SEND_S", 0.5)
+    topic = Topic("t", SCHEMA, queue_size=1, policy="block")
+    stalled = [topic.subscribe() for _ in range(6)]
+    await topic.publish(_batch(0))  # every queue full
+    topic.drop_laggards("stopping")  # (all of them: none read) ...
+    stalled = [topic.subscribe() for _ in range(6)]  # ... and six more that will not read
+    await topic.publish(_batch(1))  # fills their queues
+    with anyio.fail_after(2):  # one wait of 0.5 s for all six, not six in a row (3 s)
+        await topic.publish(_batch(2))
+    assert all(s.dropped for s in stalled) and topic.consumers == 0

@@ -221,24 +221,38 @@ class Topic:
             batch = stamp(batch, self.next_seq)
         self.next_seq = seq_of(batch) + 1  # first, so consumers joining now replay it
         self.published += 1
+        waiting = []
         for sub in list(self._subscribers):
             try:
-                if self._laggard_reason is not None:
-                    # shutting down: a consumer that keeps taking batches still gets every
-                    # one, however bursty the backlog now released; one that takes none
-                    # for LAGGARD_SEND_S is dropped
-                    with anyio.move_on_after(LAGGARD_SEND_S):
-                        await sub._send.send(batch)
-                        continue
-                    self._drop(sub, self._laggard_reason)
-                elif self.policy == "block":
+                if self.policy == "block" and self._laggard_reason is None:
                     await sub._send.send(batch)
                 else:
                     sub._send.send_nowait(batch)
             except anyio.WouldBlock:
-                self._drop(sub, f"fell {self.queue_size} batches behind")
+                if self.policy == "block":
+                    waiting.append(sub)  # shutting down: see below
+                else:
+                    self._drop(sub, f"fell {self.queue_size} batches behind")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.discard(sub)  # the consumer went away
+        if waiting:
+            # shutting down, the laggards dropped: a consumer that keeps taking batches
+            # still gets every one, however bursty the backlog now released; the full
+            # ones are waited for side by side, each at most LAGGARD_SEND_S, then dropped
+            async with anyio.create_task_group() as tg:
+                for sub in waiting:
+                    tg.start_soon(self._send_or_drop, sub, batch)
+
+    async def _send_or_drop(self, sub: Subscription, batch: pa.RecordBatch) -> None:
+        try:
+            with anyio.move_on_after(LAGGARD_SEND_S):
+                await sub._send.send(batch)
+                return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._subscribers.discard(sub)
+            return
+        assert self._laggard_reason is not None
+        self._drop(sub, self._laggard_reason)
 
     def _drop(self, sub: Subscription, reason: str) -> None:
         sub.dropped = f"{self.name}: slow consumer dropped: {reason}"
@@ -250,8 +264,8 @@ class Topic:
 
     def drop_laggards(self, reason: str) -> int:
         """Drop the consumers whose queues are full (under ``block``, those that hold
-        publishing up), and from now on drop one that takes nothing for ``LAGGARD_SEND_S``
-        rather than wait for it: shutdown could not wait for them any longer, while the
+        publishing up), and from now on (under ``block``) drop one that takes nothing for
+        ``LAGGARD_SEND_S`` rather than wait for it: shutdown could not wait for them any longer, while the
         others still get every batch. Returns how many.
 
         Not a switch to ``disconnect``: the backlog the laggards held up is then published
