@@ -181,7 +181,9 @@ def test_a_cleanly_closed_newest_segment_damaged_later_keeps_its_seqs(tmp_path):
     the file, after the batches before it."""
     path, data, _, ends = _one_segment(tmp_path / "base", 3)
     damaged = 0
-    for at in range(ends[0] - 40, len(data) - len(EOS), 3):
+    # (damage to the framing of the last batch itself reads like a torn write of it, and
+    # is cut back: only whole messages between the damage and the marker tell them apart)
+    for at in range(ends[0] - 40, ends[1], 3):
         d = tmp_path / f"flip{at}"
         d.mkdir()
         bad = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
@@ -336,3 +338,28 @@ def test_readonly_open_repairs_nothing(tmp_path):
     ro = SegmentLog.open_readonly(tmp_path)
     assert [seq_of(b) for b in ro.read()] == [0, 1, 2]
     assert path.stat().st_size == size + 6
+
+
+def test_a_torn_tail_that_happens_to_end_like_the_end_marker_is_still_cut_back(tmp_path):
+    """A batch cut short right after a bitmap of ones and its padding ends in the marker's
+    eight bytes, ff ff ff ff 00 00 00 00: it is the last message, and it runs past the end
+    of the file, so the tail is torn, not a closed file damaged later."""
+    schema = pa.schema([("ok", pa.bool_()), ("n", pa.int64())])
+    ones = pa.RecordBatch.from_arrays([pa.array([True] * 32), pa.array([7] * 32, pa.int64())], schema=schema)
+    log = SegmentLog.open(tmp_path, schema, SegmentPolicy())
+    for _ in range(3):
+        log.append([stamp(ones, log.next_seq)])
+    log.close()
+    path = next(tmp_path.glob("*.arrow"))
+    whole = path.read_bytes()[: -len(EOS)]  # three batches, no marker
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as w:
+        w.write_batch(ones, custom_metadata={b"quiver.seq": b"3"})
+    stream = sink.getvalue().to_pybytes()[: -len(EOS)]
+    fourth = stream[stream.index(b"\xff\xff\xff\xff", 8) :]  # its record batch message
+    cut = fourth.rindex(EOS) + len(EOS)  # after the bool column's ones and padding
+    assert cut < len(fourth)  # the int64 column is not there yet: torn
+    path.write_bytes(whole + fourth[:cut])
+    log = SegmentLog.open(tmp_path, schema, SegmentPolicy())
+    assert log.next_seq == 3 and [seq_of(b) for b in log.read()] == [0, 1, 2]
+    log.close()

@@ -214,7 +214,15 @@ class SegmentLog:
         if schema is not None and repair and not schema.equals(self.schema, check_metadata=False):
             raise self._changed(path)
         ended = _tail(path, len(EOS)) == EOS
-        if ended and good_end + len(EOS) < size == path.stat().st_size:
+        # the end marker, with whole messages past the damage leading up to it: a file
+        # closed whole and damaged since. (A torn tail can end in the marker's bytes too,
+        # a bitmap of ones and its padding, but there the failed message is the last one,
+        # and it runs past the end of the file.)
+        if (
+            ended
+            and good_end + len(EOS) < size == path.stat().st_size
+            and _whole_messages_before_the_end(path, good_end, size - len(EOS))
+        ):
             return self._damaged(first, path, seq, good_end, size, repair)
         clean = ended and size == good_end + len(EOS)
         if repair and not clean:
@@ -589,6 +597,56 @@ def _segment_files(directory: Path) -> list[tuple[int, Path]]:
             out.append((int(p.stem), p))
     out.sort()
     return out
+
+
+def _whole_messages_before_the_end(path: Path, start: int, end: int) -> bool:
+    """Whether, somewhere from ``start`` on, IPC messages follow one another by their own
+    framing and the last of them ends exactly at ``end``. Messages start at multiples of 8;
+    a walk tries each such offset that holds a continuation marker."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+    except OSError:
+        return False
+    marker = b"\xff\xff\xff\xff"
+    at = data.find(marker)
+    while at >= 0:
+        if (start + at) % 8 == 0:
+            pos, walked = at, 0
+            while pos < len(data) and (nxt := _message_end(data, pos)) is not None and nxt <= len(data):
+                pos, walked = nxt, walked + 1
+            if walked and pos == len(data):
+                return True
+        at = data.find(marker, at + 1)
+    return False
+
+
+def _message_end(data: bytes, at: int) -> int | None:
+    """Where the IPC message at ``data[at:]`` ends by its own framing (continuation marker,
+    metadata length, the flatbuffer ``Message.bodyLength``); None if that does not read."""
+    if data[at : at + 4] != b"\xff\xff\xff\xff" or len(data) < at + 8:
+        return None
+    size = int.from_bytes(data[at + 4 : at + 8], "little", signed=True)
+    meta = data[at + 8 : at + 8 + size]
+    if size < 8 or size % 8 or len(meta) < size:
+        return None
+    try:
+        root = int.from_bytes(meta[0:4], "little")  # the Message table
+        vtable = root - int.from_bytes(meta[root : root + 4], "little", signed=True)
+        if not 0 <= vtable < size - 4 or root + 4 > size:
+            return None
+        vt_size = int.from_bytes(meta[vtable : vtable + 2], "little")
+        body_length = 0
+        if vt_size > 10:  # field 3, bodyLength (int64), is present
+            field = int.from_bytes(meta[vtable + 10 : vtable + 12], "little")
+            if field:
+                body_length = int.from_bytes(meta[root + field : root + field + 8], "little", signed=True)
+    except (IndexError, ValueError):
+        return None
+    if body_length < 0 or body_length % 8:
+        return None
+    return at + 8 + size + body_length
 
 
 def _tail(path: Path, n: int) -> bytes:
