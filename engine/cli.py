@@ -239,12 +239,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level or cfg.log_level)
     _tune_glibc_malloc()
     _let_idle_kernel_threads_sleep()
-    code, stops_left_running = anyio.run(_serve, cfg, started, backend="asyncio")
+    try:
+        code, stops_left_running = anyio.run(_serve, cfg, started, backend="asyncio")
+    finally:
+        logs.flush()  # a failed start too: its log lines go out before main() reports it
     if stops_left_running:
         # a Flight stop still waits on a client that stopped reading; everything of ours is
         # closed and flushed, so end here instead of in interpreter teardown beside it
         _exit_now(code)
-    logs.flush()
     return code
 
 
@@ -409,17 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except ConfigError as exc:
-        print(f"quiver: {exc}", file=sys.stderr)
-        return 2
-    except LogError as exc:
-        print(f"quiver: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"quiver: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"quiver: {exc}", 2)
+    except (LogError, OSError) as exc:
+        return _fail(f"quiver: {exc}", 1)
     except MemoryError as exc:
-        print(f"quiver: out of memory ({exc}); lower the config's batch.max_bytes or arenas", file=sys.stderr)
-        return 1
+        return _fail(f"quiver: out of memory ({exc}); lower the config's batch.max_bytes or arenas", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    # one write: print() writes the text and its newline apart (with PYTHONUNBUFFERED), and
+    # the log thread may write between them
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":
