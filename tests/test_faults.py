@@ -301,14 +301,16 @@ async def test_http_bodies_cut_off_by_the_connection_are_answered_with_what_was_
         def chunk(data: bytes) -> bytes:
             return b"%x\r\n%s\r\n" % (len(data), data)
 
-        def trickle() -> bytes:
+        def trickle(first: bytes, pieces: list[bytes], pause: float) -> bytes:
+            """Send ``first``, then each piece ``pause`` apart until the server stops
+            reading; the answer."""
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(chunked)
+                s.sendall(first)
                 s.settimeout(20)
                 try:
-                    for i in range(40):  # a message every 0.1 s: never a stall, always too slow
-                        s.sendall(chunk(lines(i, 1)))
-                        time.sleep(0.1)
+                    for piece in pieces:
+                        s.sendall(piece)
+                        time.sleep(pause)
                 except OSError:
                     pass
                 out = b""
@@ -316,7 +318,8 @@ async def test_http_bodies_cut_off_by_the_connection_are_answered_with_what_was_
                     out += data
                 return out
 
-        answer = await anyio.to_thread.run_sync(trickle)
+        # a message every 0.1 s: never a stall, always too slow
+        answer = await anyio.to_thread.run_sync(trickle, chunked, [chunk(lines(i, 1)) for i in range(40)], 0.1)
         head, _, text = answer.partition(b"\r\n\r\n")
         taken = eng.stats("events")["accepted"]
         assert head.startswith(b"HTTP/1.1 408") and 5 <= taken < 40
@@ -327,24 +330,10 @@ async def test_http_bodies_cut_off_by_the_connection_are_answered_with_what_was_
         head, _, text = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 431") and json.loads(text)["accepted"] == 3
 
-        def endless_trailer() -> bytes:
-            """One trailer line that never ends, in pieces: httptools buffers a header
-            value until its line ends, so it must be counted as it arrives."""
-            with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(chunked + chunk(lines(150, 2)) + b"0\r\nX-Pad: ")
-                s.settimeout(20)
-                try:
-                    for _ in range(64):
-                        s.sendall(b"t" * 1024)
-                        time.sleep(0.002)
-                except OSError:
-                    pass
-                out = b""
-                while data := s.recv(65536):
-                    out += data
-                return out
-
-        answer = await anyio.to_thread.run_sync(endless_trailer)
+        # one trailer line that never ends, in pieces: httptools buffers a header value
+        # until its line ends, so it must be counted as it arrives
+        opening = chunked + chunk(lines(150, 2)) + b"0\r\nX-Pad: "
+        answer = await anyio.to_thread.run_sync(trickle, opening, [b"t" * 1024] * 64, 0.002)
         head, _, text = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 431") and json.loads(text)["accepted"] == 2
 

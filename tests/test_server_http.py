@@ -408,12 +408,27 @@ async def test_a_dropped_consumer_that_does_not_read_is_disconnected(monkeypatch
             await anyio.to_thread.run_sync(read_to_the_end)
 
 
+async def _until_a_slow_reader_is_dropped(eng: Engine, slow_reader) -> None:
+    """Run ``slow_reader`` on a thread, feed the wide stream until its consumer is dropped
+    (a queue of one batch), then wait for the reader to finish."""
+    topic = eng.streams["wide"].batches
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    await wait_until(lambda: topic.consumers == 1)
+    seq = 0
+    blob = b"x" * 400
+    while not topic.dropped:
+        await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
+        seq += 200
+        assert seq < 400_000, "the consumer was never dropped"
+    await anyio.to_thread.run_sync(reader.join, 60)
+
+
 async def test_a_dropped_consumer_that_reads_gets_what_was_queued_then_a_failure_not_an_end():
     """An end (the IPC end marker, the last chunk) would tell it the stream was whole."""
     got: dict[str, object] = {"seqs": []}
     async with Engine(load_config(WIDE_YAML)) as eng:
         url = f"{eng.http[0].url}/v1/streams/wide/arrow"
-        topic = eng.streams["wide"].batches
 
         def slow_reader() -> None:
             try:
@@ -425,16 +440,7 @@ async def test_a_dropped_consumer_that_reads_gets_what_was_queued_then_a_failure
             except Exception as exc:  # noqa: BLE001 - which error depends on where the cut falls
                 got["end"] = exc
 
-        reader = threading.Thread(target=slow_reader)
-        reader.start()
-        await wait_until(lambda: topic.consumers == 1)
-        seq = 0
-        blob = b"x" * 400
-        while not topic.dropped:
-            await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
-            seq += 200
-            assert seq < 400_000, "the consumer was never dropped"
-        await anyio.to_thread.run_sync(reader.join, 60)
+        await _until_a_slow_reader_is_dropped(eng, slow_reader)
     assert isinstance(got["end"], Exception), got["end"]
     assert got["seqs"] == list(range(len(got["seqs"])))  # what it got, it got in order, whole
 
@@ -444,7 +450,6 @@ async def test_a_dropped_http_1_0_consumer_reads_a_failure_not_an_end():
     messages as the end: what was queued comes, then bytes no reader takes for an end."""
     got: dict[str, object] = {}
     async with Engine(load_config(WIDE_YAML)) as eng:
-        topic = eng.streams["wide"].batches
 
         def slow_reader() -> None:
             with socket.create_connection(("127.0.0.1", eng.http[0].port)) as s:
@@ -456,16 +461,7 @@ async def test_a_dropped_http_1_0_consumer_reads_a_failure_not_an_end():
                     time.sleep(0.002)  # slower than the producer below
                 got["raw"] = out
 
-        reader = threading.Thread(target=slow_reader)
-        reader.start()
-        await wait_until(lambda: topic.consumers == 1)
-        seq = 0
-        blob = b"x" * 400
-        while not topic.dropped:
-            await eng.ingest("wide", b"".join(b'{"seq":%d,"blob":"%s"}\n' % (seq + k, blob) for k in range(200)))
-            seq += 200
-            assert seq < 400_000, "the consumer was never dropped"
-        await anyio.to_thread.run_sync(reader.join, 60)
+        await _until_a_slow_reader_is_dropped(eng, slow_reader)
     head, _, body = got["raw"].partition(b"\r\n\r\n")
     assert b"transfer-encoding" not in head.lower()
     seqs = []
