@@ -265,8 +265,8 @@ class Topic:
     def drop_laggards(self, reason: str) -> int:
         """Drop the consumers whose queues are full (under ``block``, those that hold
         publishing up), and from now on (under ``block``) drop one that takes nothing for
-        ``LAGGARD_SEND_S`` rather than wait for it: shutdown could not wait for them any longer, while the
-        others still get every batch. Returns how many.
+        ``LAGGARD_SEND_S`` rather than wait for it: shutdown could not wait for them any
+        longer, while the others still get every batch. Returns how many.
 
         Not a switch to ``disconnect``: the backlog the laggards held up is then published
         in a burst, which would overflow the queue of a consumer reading at full speed."""
