@@ -55,7 +55,8 @@ def parse_timestamp_type(text: str) -> tuple[str, str | None] | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no .inf or .nan anywhere: 'linger_ms: .inf' would hold a batch (and its POSTs) forever
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -406,10 +407,19 @@ class Config(_Model):
             if listener.kind == "tcp" and listener.stream not in self.streams:
                 raise ValueError(f"listen.{k}.stream: expected one of {sorted(self.streams)}; got {listener.stream!r}")
             where = (listener.host, listener.port)
-            if listener.port and where in bound:
-                raise ValueError(f"listen.{k}.port: {where[0]}:{where[1]} is already taken by listen.{bound[where]}")
+            # a wildcard host (every address) takes its port on 127.0.0.1 and the rest too
+            clash = [
+                other
+                for (host, port), other in bound.items()
+                if port == listener.port and (host == listener.host or {host, listener.host} & _ANY_HOST)
+            ]
+            if listener.port and clash:
+                raise ValueError(f"listen.{k}.port: {where[0]}:{where[1]} is already taken by listen.{clash[0]}")
             bound[where] = k
         return self
+
+
+_ANY_HOST = {"0.0.0.0", "::", ""}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

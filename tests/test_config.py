@@ -336,3 +336,18 @@ def test_one_line_per_key_saying_what_was_allowed():
     assert msg.count("fields.a.min") == 1 and "quote it ('2024-01-01')" in msg
     msg = _error(fields + "    batch: {max_bytes: abc}\n")
     assert "batch.max_bytes" in msg and "a size such as 512KiB, 16MiB or 1GB; got 'abc'" in msg
+
+
+def test_infinite_or_nan_settings_and_a_wildcard_host_clash_are_refused():
+    fields = BASE + "      a: {type: int64}\n"
+    # a linger of forever would hold a batch, and the POSTs waiting on it, for good
+    assert "streams.events.batch.linger_ms: Input should be a finite number; got inf" in _error(
+        fields + "    batch: {linger_ms: .inf}\n"
+    )
+    assert "limits.idle_timeout_s: Input should be a finite number" in _error(
+        fields + "limits: {idle_timeout_s: .nan}\n"
+    )
+    # 0.0.0.0 listens on 127.0.0.1 too: the second bind would fail at start
+    clash = "listen: [{kind: http, host: 127.0.0.1, port: 7499}, {kind: flight, host: 0.0.0.0, port: 7499}]\n"
+    assert "listen.1.port: 0.0.0.0:7499 is already taken by listen.0" in _error(fields + clash)
+    engine.load_config(fields + clash.replace("0.0.0.0", "127.0.0.2"))
