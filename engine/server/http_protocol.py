@@ -191,7 +191,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """The parser failed (uvicorn then answers 400 and closes). Mid-body, with the app
         reading it and no answer begun, end the body at the fault and let the app answer."""
-        if self._body_ended or self._refused or self.transport.is_closing():
+        if self._stopped or self.transport.is_closing():
             return  # already answered (or the app answers): the parser ran on into junk
         if not self._end_body(400, "malformed HTTP body (bad chunk framing)"):
             headers = b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.server_state.default_headers)
@@ -257,7 +257,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._linger_left < 0:
                 self.transport._transport.close()  # type: ignore[attr-defined]
             return
-        if self._body_ended or self._held is not None:
+        if self._stopped:
             return  # the connection closes after the app's answer: the rest is not read
         if not self._in_head:
             self._body_seen = self._began = False
@@ -387,7 +387,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, "message_timeout", "Request Timeout")
 
     def _refuse(self, status: int, limit: str, phrase: str) -> None:
-        if self.transport.is_closing() or self._body_ended or self._refused:
+        if self.transport.is_closing() or self._stopped:
             return
         self._hits[limit] += 1
         self._disarm()
